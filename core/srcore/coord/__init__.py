@@ -1,0 +1,1 @@
+"""Coordination adapters (etcd for production, local for the embedded default)."""

@@ -1,0 +1,1 @@
+"""Infrastructure events: schema, transactional outbox and the NATS JetStream relay."""

@@ -1,0 +1,1 @@
+"""The ReportResults streaming pipeline: chunk assembly, credits, batching writer."""

@@ -1,0 +1,1 @@
+"""TLS material, peer identity from certificates, tokens, RBAC and secret encryption."""

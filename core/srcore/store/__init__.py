@@ -1,0 +1,1 @@
+"""Persistence: SQLAlchemy Core tables, alembic migrations and repositories."""
