@@ -20,7 +20,7 @@ def identifier(field: str, value: str) -> str:
     """An id (poller, agent, check): 1-128 of [A-Za-z0-9._:-], starting alphanumeric."""
     if not value:
         raise InvalidArgument(field, "required")
-    if not _ID.match(value):
+    if not _ID.fullmatch(value):
         raise InvalidArgument(
             field, "must be 1-128 characters of [A-Za-z0-9._:-] starting with a letter or digit"
         )
@@ -31,7 +31,7 @@ def slug(field: str, value: str) -> str:
     """A tenant or partition name: 1-63 of [a-z0-9-], not starting or ending with '-'."""
     if not value:
         raise InvalidArgument(field, "required")
-    if not _SLUG.match(value):
+    if not _SLUG.fullmatch(value):
         raise InvalidArgument(field, "must be 1-63 characters of [a-z0-9-], not starting or ending with '-'")
     return value
 
@@ -50,7 +50,7 @@ def capabilities(field: str, values: list[str] | tuple[str, ...]) -> tuple[str, 
     if len(values) > MAX_CAPABILITIES:
         raise InvalidArgument(field, f"more than {MAX_CAPABILITIES} entries")
     for i, value in enumerate(values):
-        if not _CAPABILITY.match(value):
+        if not _CAPABILITY.fullmatch(value):
             raise InvalidArgument(f"{field}[{i}]", "must be 1-32 characters of [a-z0-9_.-]")
     return tuple(sorted(set(values)))
 
@@ -60,7 +60,7 @@ def labels(field: str, values: dict[str, str]) -> dict[str, str]:
     if len(values) > MAX_LABELS:
         raise InvalidArgument(field, f"more than {MAX_LABELS} entries")
     for key, value in values.items():
-        if not _LABEL_KEY.match(key):
+        if not _LABEL_KEY.fullmatch(key):
             raise InvalidArgument(f"{field}[{key[:70]!r}]", "key must be 1-63 characters of [A-Za-z0-9._/-]")
         text(f"{field}[{key!r}]", value, 255)
     return dict(sorted(values.items()))

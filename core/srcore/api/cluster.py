@@ -1,0 +1,56 @@
+"""ClusterService: replicas, leader, fencing token and dependency health."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+
+from serviceradar.admin.v1 import cluster_service_pb2 as pb
+from serviceradar.admin.v1 import cluster_service_pb2_grpc as pb_grpc
+from srcore.api.auth import require_operator
+from srcore.api.context import Context
+from srcore.api.convert import timestamp
+from srcore.domain.coordination import Coordinator
+
+DependencyProbe = Callable[[], Awaitable[pb.DependencyHealth]]
+
+
+class ClusterServicer(pb_grpc.ClusterServiceServicer):
+    """Answers cluster status from the coordinator and the dependency probes."""
+
+    def __init__(
+        self,
+        coordinator: Coordinator,
+        replica_id: str,
+        probes: list[DependencyProbe],
+        trust_domain: str,
+    ) -> None:
+        self._coordinator = coordinator
+        self._replica_id = replica_id
+        self._probes = probes
+        self._trust_domain = trust_domain
+
+    async def GetClusterStatus(
+        self, request: pb.GetClusterStatusRequest, context: Context
+    ) -> pb.GetClusterStatusResponse:
+        """The cluster as this replica sees it."""
+        require_operator(context, self._trust_domain)
+        leader = self._coordinator.leader()
+        replicas = await self._coordinator.replicas()
+        return pb.GetClusterStatusResponse(
+            answered_by=self._replica_id,
+            leader_id=leader.leader_id if leader else "",
+            fencing_token=leader.fencing_token if leader else 0,
+            replicas=[
+                pb.Replica(
+                    replica_id=r.replica_id,
+                    address=r.address,
+                    version=r.version,
+                    started_at=timestamp(datetime.fromtimestamp(r.started_at, UTC)),
+                    leader=leader is not None and leader.leader_id == r.replica_id,
+                )
+                for r in replicas
+            ],
+            dependencies=[await probe() for probe in self._probes],
+            server_time=timestamp(datetime.now(UTC)),
+        )

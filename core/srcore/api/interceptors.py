@@ -1,0 +1,117 @@
+"""One server interceptor for every RPC: metrics, and domain errors as gRPC statuses."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, cast
+
+import grpc
+from grpc.aio import AbortError
+
+from srcore.api.context import Context
+from srcore.api.errors import abort_with
+from srcore.domain.errors import DomainError
+from srcore.observability.metrics import RPC_LATENCY, RPC_REQUESTS
+
+log = logging.getLogger(__name__)
+
+
+def _code_name(context: Context) -> str:
+    code = context.code()
+    if code is None:
+        return "OK"
+    if isinstance(code, grpc.StatusCode):
+        return code.name
+    return grpc.StatusCode(code).name if not isinstance(code, int) else _by_value(code)
+
+
+def _by_value(value: int) -> str:
+    for code in grpc.StatusCode:
+        if code.value[0] == value:
+            return code.name
+    return "UNKNOWN"
+
+
+async def _internal(context: Context, method: str, exc: BaseException) -> None:
+    # Never a stack trace to the client: log it under an id the operator can grep for.
+    incident = uuid.uuid4().hex[:12]
+    log.error("unhandled error in %s (incident %s)", method, incident, exc_info=exc)
+    await context.abort(grpc.StatusCode.INTERNAL, f"internal error (incident {incident})")
+
+
+class ServerInterceptor(grpc.aio.ServerInterceptor):
+    """Counts and times every RPC by status code and maps DomainError to its status."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        """Wrap the handler of this call."""
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        method = handler_call_details.method
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(
+                self._unary(method, handler.unary_unary),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(
+                self._streaming(method, handler.unary_stream),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.stream_unary:
+            return grpc.stream_unary_rpc_method_handler(
+                self._unary(method, handler.stream_unary),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return grpc.stream_stream_rpc_method_handler(
+            self._streaming(method, cast(Callable[..., Any], handler.stream_stream)),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+    @staticmethod
+    def _unary(method: str, behavior: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
+        async def wrapper(request: Any, context: Context) -> Any:
+            started = time.perf_counter()
+            try:
+                return await behavior(request, context)
+            except DomainError as exc:
+                await abort_with(context, exc)
+            except (AbortError, grpc.aio.UsageError):
+                raise
+            except Exception as exc:
+                await _internal(context, method, exc)
+            finally:
+                RPC_LATENCY.labels(method).observe(time.perf_counter() - started)
+                RPC_REQUESTS.labels(method, _code_name(context)).inc()
+
+        return wrapper
+
+    @staticmethod
+    def _streaming(method: str, behavior: Callable[..., Any]) -> Callable[..., AsyncIterator[Any]]:
+        async def wrapper(request: Any, context: Context) -> AsyncIterator[Any]:
+            started = time.perf_counter()
+            try:
+                async for response in behavior(request, context):
+                    yield response
+            except DomainError as exc:
+                await abort_with(context, exc)
+            except (AbortError, grpc.aio.UsageError):
+                raise
+            except Exception as exc:
+                await _internal(context, method, exc)
+            finally:
+                RPC_LATENCY.labels(method).observe(time.perf_counter() - started)
+                RPC_REQUESTS.labels(method, _code_name(context)).inc()
+
+        return wrapper

@@ -1,0 +1,127 @@
+"""PollerService: list and inspect pollers, scoped to what the caller may see."""
+
+from __future__ import annotations
+
+import base64
+
+from serviceradar.admin.v1 import poller_service_pb2 as pb
+from serviceradar.admin.v1 import poller_service_pb2_grpc as pb_grpc
+from srcore.api.auth import require_operator
+from srcore.api.context import Context
+from srcore.api.convert import duration, timestamp
+from srcore.domain import validation
+from srcore.domain.errors import InvalidArgument, NotFound
+from srcore.domain.model import AgentState, Poller, PollerState
+from srcore.security.identity import PeerIdentity
+from srcore.store.pollers import PollerRepository
+
+POLLER_STATES = {state: getattr(pb, f"POLLER_STATE_{state.name}") for state in PollerState}
+AGENT_STATES = {state: getattr(pb, f"AGENT_STATE_{state.name}") for state in AgentState}
+_STATE_FROM_PB = {value: state for state, value in POLLER_STATES.items()}
+DEFAULT_PAGE = 100
+MAX_PAGE = 1000
+
+
+def poller_message(poller: Poller) -> pb.Poller:
+    """The admin view of a poller."""
+    return pb.Poller(
+        tenant=poller.tenant,
+        partition=poller.partition,
+        poller_id=poller.poller_id,
+        state=POLLER_STATES[poller.state],
+        version=poller.version,
+        capabilities=poller.capabilities,
+        labels=poller.labels,
+        hostname=poller.hostname,
+        registered_at=timestamp(poller.registered_at),
+        last_seen=timestamp(poller.last_seen),
+        serving_replica=poller.serving_replica,
+        desired_config_version=poller.desired_config_version,
+        applied_config_version=poller.applied_config_version,
+        clock_skew=duration(poller.clock_skew_seconds),
+        message=poller.message,
+        agent_count=poller.agent_count,
+        agents=[
+            pb.Agent(
+                agent_id=a.agent_id,
+                state=AGENT_STATES[a.state],
+                version=a.version,
+                capabilities=a.capabilities,
+                address=a.address,
+                message=a.message,
+                last_seen=timestamp(a.last_seen),
+                labels=a.labels,
+            )
+            for a in poller.agents
+        ],
+    )
+
+
+def scoped_tenant(identity: PeerIdentity, requested: str, default_all: bool) -> str | None:
+    """The tenant a call is limited to. Tenant operators only ever see their own tenant.
+
+    Returns None for "all tenants" (platform operators listing without a filter).
+    """
+    if requested:
+        validation.slug("tenant", requested)
+    if identity.tenant is not None:
+        if requested not in ("", identity.tenant):
+            # The same answer whether that tenant exists or not, so nothing leaks.
+            raise NotFound(f"tenant {requested!r} not found")
+        return identity.tenant
+    if requested:
+        return requested
+    return None if default_all else "default"
+
+
+def _encode_token(tenant: str, poller_id: str) -> str:
+    return base64.urlsafe_b64encode(f"{tenant}\0{poller_id}".encode()).decode()
+
+
+def _decode_token(token: str) -> tuple[str, str]:
+    try:
+        tenant, poller_id = base64.urlsafe_b64decode(token.encode()).decode().split("\0")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidArgument("page_token", "not a token this server issued") from exc
+    return tenant, poller_id
+
+
+class PollerServicer(pb_grpc.PollerServiceServicer):
+    """Reads pollers from the store."""
+
+    def __init__(self, repository: PollerRepository, trust_domain: str) -> None:
+        self._repository = repository
+        self._trust_domain = trust_domain
+
+    async def ListPollers(self, request: pb.ListPollersRequest, context: Context) -> pb.ListPollersResponse:
+        """One page of pollers."""
+        identity = require_operator(context, self._trust_domain)
+        tenant = scoped_tenant(identity, request.tenant, default_all=True)
+        partition = validation.slug("partition", request.partition) if request.partition else None
+        state = None
+        if request.state:
+            state = _STATE_FROM_PB.get(request.state)
+            if state is None:
+                raise InvalidArgument("state", f"unknown poller state {request.state}")
+        if request.page_size > MAX_PAGE:
+            raise InvalidArgument("page_size", f"at most {MAX_PAGE}")
+        size = request.page_size or DEFAULT_PAGE
+        after = _decode_token(request.page_token) if request.page_token else None
+        pollers = await self._repository.list_pollers(tenant, partition, state, size + 1, after)
+        more = len(pollers) > size
+        pollers = pollers[:size]
+        return pb.ListPollersResponse(
+            pollers=[poller_message(p) for p in pollers],
+            next_page_token=_encode_token(pollers[-1].tenant, pollers[-1].poller_id) if more else "",
+        )
+
+    async def GetPoller(self, request: pb.GetPollerRequest, context: Context) -> pb.GetPollerResponse:
+        """One poller with its agents."""
+        identity = require_operator(context, self._trust_domain)
+        poller_id = validation.identifier("poller_id", request.poller_id)
+        tenant = scoped_tenant(identity, request.tenant, default_all=False)
+        assert tenant is not None
+        poller = await self._repository.get_poller(tenant, poller_id, with_agents=True)
+        if poller is None:
+            raise NotFound(f"poller {poller_id!r} not found")
+        return pb.GetPollerResponse(poller=poller_message(poller))

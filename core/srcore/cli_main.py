@@ -1,0 +1,162 @@
+"""`srcore`: serve, migrate and health-check a core replica."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import srcore
+from srcore.domain.errors import InvalidArgument
+from srcore.observability.logs import configure_logging
+from srcore.settings import Settings, load_settings
+
+log = logging.getLogger("srcore")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="srcore",
+        description="ServiceRadar Core: the gRPC control plane edge cores dial into over mutual TLS.",
+        epilog="Settings come from --config (TOML), then SRCORE_* environment variables, then flags. "
+        "See docs/configuration.md.",
+    )
+    parser.add_argument("--version", action="version", version=f"srcore {srcore.__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--config", type=Path, help="TOML settings file (or SRCORE_CONFIG)")
+        p.add_argument("--data-dir", type=Path, help="data directory (SQLite file, dev PKI); default ./data")
+
+    serve = sub.add_parser(
+        "serve",
+        help="run a replica",
+        description="Run a replica. With no settings: SQLite and a development PKI under the "
+        "data dir, in-process coordination, events kept in the outbox.",
+    )
+    common(serve)
+    serve.add_argument("--listen", help="HOST:PORT for gRPC (default 127.0.0.1:50051)")
+    serve.add_argument(
+        "--metrics-listen", help="HOST:PORT for /metrics, '' to disable (default 127.0.0.1:9464)"
+    )
+    serve.add_argument("--log-format", choices=["text", "json"])
+    serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+
+    migrate = sub.add_parser("migrate", help="apply database migrations and exit")
+    common(migrate)
+
+    check = sub.add_parser(
+        "healthcheck",
+        help="exit 0 when the replica's gRPC health service reports SERVING (container probes)",
+    )
+    common(check)
+    check.add_argument("--address", default="127.0.0.1:50051", help="replica to probe")
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {"data_dir": args.data_dir}
+    for name in ("listen", "metrics_listen", "log_format", "log_level"):
+        overrides[name] = getattr(args, name, None)
+    return load_settings(args.config, overrides=overrides)
+
+
+def _print_welcome(settings: Settings, port: int) -> None:
+    host = settings.listen.rpartition(":")[0] or "127.0.0.1"
+    address = f"{host}:{port}"
+    pki = (settings.data_dir / "pki").resolve()
+    data = settings.data_dir.resolve()
+    if not settings.embedded_tls:
+        print(f"srcore serving on {address}", flush=True)
+        return
+    print(
+        f"""srcore serving on {address} (embedded: SQLite, in-process coordination, outbox events)
+Development PKI in {pki}:
+  CA              {pki}/ca.pem
+  operator cert   {pki}/operator.pem  (key operator-key.pem; platform admin)
+  edge cert       {pki}/edge-default-demo.pem
+                  (key edge-default-demo-key.pem; tenant default, poller demo)
+Try:
+  srctl --data-dir {data} --server {address} cluster status
+  srctl --data-dir {data} --server {address} edge register --poller demo --partition default
+  srctl --data-dir {data} --server {address} pollers list
+  grpcurl -cacert {pki}/ca.pem -cert {pki}/operator.pem -key {pki}/operator-key.pem {address} list
+  grpcurl -cacert {pki}/ca.pem -cert {pki}/operator.pem -key {pki}/operator-key.pem \\
+      {address} serviceradar.admin.v1.ClusterService/GetClusterStatus""",
+        flush=True,
+    )
+
+
+async def _serve(settings: Settings) -> int:
+    from srcore.app import CoreApp  # imported late so `srcore --help` stays fast
+
+    app = CoreApp(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await app.start()
+    _print_welcome(settings, app.port)
+    await stop.wait()
+    log.info("signal received: draining for up to %.0fs", settings.grace_period)
+    await app.stop()
+    return 0
+
+
+async def _migrate(settings: Settings) -> int:
+    from srcore.store.database import Database, sqlite_url
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = Database(settings.database_url or sqlite_url(settings.data_dir))
+    try:
+        revision = await db.migrate()
+    finally:
+        await db.dispose()
+    print(f"database at revision {revision}")
+    return 0
+
+
+def _healthcheck(settings: Settings, address: str) -> int:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from srcore.app import tls_material
+
+    tls = tls_material(settings)
+    credentials = grpc.ssl_channel_credentials(tls.client_ca, tls.key, tls.cert)
+    with grpc.secure_channel(address, credentials) as channel:
+        try:
+            answer = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+        except grpc.RpcError as exc:
+            print(f"unhealthy: {exc.code().name}: {exc.details()}", file=sys.stderr)
+            return 1
+    serving = answer.status == health_pb2.HealthCheckResponse.SERVING
+    print("serving" if serving else "not serving")
+    return 0 if serving else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `srcore` console script."""
+    args = _parser().parse_args(argv)
+    try:
+        settings = _settings(args)
+    except InvalidArgument as exc:
+        print(f"srcore: invalid setting {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_format, settings.log_level)
+    if args.command == "serve":
+        with contextlib.suppress(KeyboardInterrupt):
+            return asyncio.run(_serve(settings))
+        return 0
+    if args.command == "migrate":
+        return asyncio.run(_migrate(settings))
+    return _healthcheck(settings, args.address)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,298 @@
+"""Poller registration and heartbeats: who may register, sessions, liveness, answers."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Protocol
+
+from srcore.domain.config import config_version
+from srcore.domain.coordination import PollerRegistry, RegistryEntry
+from srcore.domain.errors import FailedPrecondition, NotFound, PermissionDenied
+from srcore.domain.model import (
+    AgentHealth,
+    ComponentStatus,
+    Heartbeat,
+    Poller,
+    PollerState,
+    Registration,
+)
+
+# Operator-held states survive re-registration and heartbeats; only an operator ends them.
+OPERATOR_STATES = frozenset({PollerState.MAINTENANCE, PollerState.DRAINING})
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """A state change of one entity, recorded with the state in one transaction."""
+
+    tenant: str
+    entity_type: str
+    entity_id: str
+    from_state: str
+    to_state: str
+    reason: str
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """What RegisterPoller answers."""
+
+    session_id: str
+    tenant: str
+    heartbeat_interval: float
+    heartbeat_timeout: float
+    config_version: str
+    server_time: datetime
+    replica_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class HeartbeatAnswer:
+    """What ReportHealth answers."""
+
+    next_interval: float
+    config_outdated: bool
+    config_version: str
+    pending_action: PollerState | None
+    server_time: datetime
+    clock_skew_seconds: float
+
+
+@dataclass(slots=True)
+class PendingHeartbeat:
+    """The latest heartbeat of one poller not yet written, with the transition it caused."""
+
+    heartbeat: Heartbeat
+    agents: dict[str, AgentHealth] = field(default_factory=dict)
+    transitions: list[Transition] = field(default_factory=list)
+    state: PollerState | None = None
+
+
+class PollerStore(Protocol):
+    """Persistence the registry needs (store/pollers.py implements it)."""
+
+    async def tenant_state(self, tenant: str) -> str | None:
+        """'active', 'suspended', or None when the tenant does not exist."""
+
+    async def get_poller(self, tenant: str, poller_id: str, with_agents: bool = False) -> Poller | None:
+        """One poller, or None."""
+
+    async def save_registration(
+        self,
+        registration: Registration,
+        state: PollerState,
+        session_id: str,
+        replica_id: str,
+        desired_config_version: str,
+        now: datetime,
+        transition: Transition | None,
+        fencing_token: int,
+    ) -> None:
+        """Upsert the poller and its agents, and record the transition, in one transaction."""
+
+    async def record_heartbeats(
+        self, pending: Sequence[PendingHeartbeat], replica_id: str, fencing_token: int
+    ) -> None:
+        """Write a batch of heartbeats (and the transitions they caused) in one transaction."""
+
+
+@dataclass(slots=True)
+class _Live:
+    """What this replica remembers of a live poller, so heartbeats need no store read."""
+
+    state: PollerState
+    desired_version: str
+    partition: str
+
+
+def heartbeat_state(current: PollerState, status: ComponentStatus) -> PollerState | None:
+    """The state a heartbeat with `status` moves a poller to, or None to stay.
+
+    A returning poller recovers before it is healthy; a poller that reports problems is
+    degraded; operator-held states are left alone.
+    """
+    if current in OPERATOR_STATES:
+        return None
+    problem = status in (ComponentStatus.DEGRADED, ComponentStatus.DOWN)
+    if current in (PollerState.OFFLINE, PollerState.INACTIVE):
+        return PollerState.RECOVERING
+    if problem:
+        return PollerState.DEGRADED if current != PollerState.DEGRADED else None
+    if current in (PollerState.DEGRADED, PollerState.RECOVERING):
+        return PollerState.HEALTHY
+    return None
+
+
+class RegistryService:
+    """Registration and heartbeat rules over the store and coordination ports."""
+
+    def __init__(
+        self,
+        store: PollerStore,
+        registry: PollerRegistry,
+        clock: Callable[[], datetime],
+        replica_id: str,
+        heartbeat_interval: float,
+        heartbeat_timeout: float,
+        fencing_token: Callable[[], int],
+    ) -> None:
+        self._store = store
+        self._registry = registry
+        self._clock = clock
+        self._replica_id = replica_id
+        self._interval = heartbeat_interval
+        self._timeout = heartbeat_timeout
+        self._fencing_token = fencing_token
+        self._live: dict[tuple[str, str], _Live] = {}
+        self._pending: dict[tuple[str, str], PendingHeartbeat] = {}
+
+    def desired_config(self) -> dict[str, object]:
+        """The configuration every poller runs until work is assigned to it."""
+        return {
+            "heartbeat_interval_ms": int(self._interval * 1000),
+            "checks": [],
+            "sweeps": [],
+            "sources": [],
+        }
+
+    async def _require_active_tenant(self, tenant: str) -> None:
+        state = await self._store.tenant_state(tenant)
+        if state is None:
+            raise PermissionDenied(f"tenant {tenant!r} does not exist")
+        if state != "active":
+            raise PermissionDenied(f"tenant {tenant!r} is {state}")
+
+    async def register(self, registration: Registration) -> Session:
+        """Register (or re-register) a poller and open a new session."""
+        await self._require_active_tenant(registration.tenant)
+        now = self._clock()
+        key = (registration.tenant, registration.poller_id)
+        existing = await self._store.get_poller(*key)
+        if existing is None:
+            state, transition = PollerState.HEALTHY, None
+        else:
+            state = heartbeat_state(existing.state, ComponentStatus.OK) or existing.state
+            if existing.state in (PollerState.OFFLINE, PollerState.INACTIVE):
+                state = PollerState.RECOVERING
+            transition = None
+            if state != existing.state:
+                transition = Transition(
+                    registration.tenant, "poller", registration.poller_id,
+                    existing.state.value, state.value, "registered", now,
+                )  # fmt: skip
+        desired = config_version(self.desired_config())
+        session_id = uuid.uuid4().hex
+        await self._store.save_registration(
+            registration,
+            state,
+            session_id,
+            self._replica_id,
+            desired,
+            now,
+            transition,
+            self._fencing_token(),
+        )
+        await self._registry.put(
+            RegistryEntry(
+                tenant=registration.tenant,
+                partition=registration.partition,
+                poller_id=registration.poller_id,
+                session_id=session_id,
+                replica_id=self._replica_id,
+                capabilities=registration.capabilities,
+                registered_at=now.timestamp(),
+            ),
+            ttl=self._timeout,
+        )
+        self._live[key] = _Live(state, desired, registration.partition)
+        self._pending.pop(key, None)
+        return Session(
+            session_id,
+            registration.tenant,
+            self._interval,
+            self._timeout,
+            desired,
+            now,
+            self._replica_id,
+        )
+
+    async def _live_view(self, entry: RegistryEntry) -> _Live:
+        key = (entry.tenant, entry.poller_id)
+        live = self._live.get(key)
+        if live is None:
+            # Registered through another replica: read the record once, then serve from memory.
+            poller = await self._store.get_poller(*key)
+            if poller is None:
+                raise NotFound(f"poller {entry.poller_id!r} is not registered")
+            live = _Live(poller.state, poller.desired_config_version, poller.partition)
+            self._live[key] = live
+        return live
+
+    async def heartbeat(self, beat: Heartbeat) -> HeartbeatAnswer:
+        """Record a heartbeat in memory and answer it; the store is written in batches."""
+        entry = await self._registry.touch(beat.tenant, beat.poller_id, beat.session_id)
+        if entry is None:
+            raise FailedPrecondition(
+                f"poller {beat.poller_id!r} has no live registration for this session: "
+                "call RegisterPoller, then send heartbeats with the session id it returns"
+            )
+        live = await self._live_view(entry)
+        key = (beat.tenant, beat.poller_id)
+        pending = self._pending.get(key)
+        if pending is None:
+            pending = self._pending[key] = PendingHeartbeat(beat)
+        else:
+            pending.heartbeat = beat
+        for agent in beat.agents:
+            pending.agents[agent.agent_id] = agent
+        target = heartbeat_state(live.state, beat.status)
+        if target is not None:
+            pending.transitions.append(
+                Transition(beat.tenant, "poller", beat.poller_id, live.state.value, target.value,
+                           f"heartbeat status {beat.status.value}", beat.received_at)
+            )  # fmt: skip
+            live.state = target
+            pending.state = target
+        return HeartbeatAnswer(
+            next_interval=self._interval,
+            config_outdated=beat.applied_config_version != live.desired_version,
+            config_version=live.desired_version,
+            pending_action=live.state if live.state in OPERATOR_STATES else None,
+            server_time=beat.received_at,
+            clock_skew_seconds=beat.clock_skew_seconds,
+        )
+
+    def take_pending(self) -> list[PendingHeartbeat]:
+        """Hand over the heartbeats not yet written (the flusher writes them)."""
+        pending = list(self._pending.values())
+        self._pending.clear()
+        return pending
+
+    def requeue(self, pending: Sequence[PendingHeartbeat]) -> None:
+        """Put back heartbeats whose write failed, unless a newer one arrived meanwhile."""
+        for item in pending:
+            key = (item.heartbeat.tenant, item.heartbeat.poller_id)
+            newer = self._pending.get(key)
+            if newer is None:
+                self._pending[key] = item
+            else:
+                merged = {**item.agents, **newer.agents}
+                self._pending[key] = replace(
+                    newer, agents=merged, transitions=item.transitions + newer.transitions
+                )
+
+    async def flush(self) -> int:
+        """Write pending heartbeats in one batch; returns how many were written."""
+        pending = self.take_pending()
+        if not pending:
+            return 0
+        try:
+            await self._store.record_heartbeats(pending, self._replica_id, self._fencing_token())
+        except Exception:
+            self.requeue(pending)
+            raise
+        return len(pending)

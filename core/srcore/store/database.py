@@ -1,0 +1,125 @@
+"""Engine construction, migrations and health for SQLite (embedded) and PostgreSQL."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+def async_url(url: str) -> str:
+    """Normalise a database URL to the async driver this project uses for its dialect."""
+    parsed = sa.engine.make_url(url)
+    if parsed.get_backend_name() == "postgresql":
+        return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+    if parsed.get_backend_name() == "sqlite":
+        return parsed.set(drivername="sqlite+aiosqlite").render_as_string(hide_password=False)
+    raise ValueError(f"unsupported database URL scheme {parsed.drivername!r}: use postgresql or sqlite")
+
+
+def sqlite_url(data_dir: Path) -> str:
+    """The embedded default: one SQLite file in the data dir."""
+    return f"sqlite+aiosqlite:///{data_dir / 'srcore.db'}"
+
+
+def _alembic_config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    return config
+
+
+def head_revision() -> str:
+    """The newest migration revision shipped with this build."""
+    head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
+    assert head is not None, "no migrations shipped"
+    return head
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # WAL lets readers proceed during a write; busy_timeout rides out short write locks
+    # instead of failing with "database is locked".
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+class Database:
+    """An async engine plus the operations every store needs (migrate, health)."""
+
+    def __init__(self, url: str, pool_size: int = 10) -> None:
+        self.url = async_url(url)
+        self.dialect = sa.engine.make_url(self.url).get_backend_name()
+        kwargs: dict[str, Any] = {"pool_pre_ping": True}
+        if self.dialect == "postgresql":
+            kwargs.update(pool_size=pool_size, max_overflow=pool_size)
+        self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
+        if self.dialect == "sqlite":
+            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+        self._head = head_revision()
+
+    @property
+    def is_postgres(self) -> bool:
+        """True on PostgreSQL, where the COPY fast path exists."""
+        return self.dialect == "postgresql"
+
+    async def migrate(self) -> str:
+        """Apply every pending migration; returns the revision now current."""
+
+        def upgrade(connection: sa.Connection) -> None:
+            config = _alembic_config()
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+
+        async with self.engine.begin() as conn:
+            await conn.run_sync(upgrade)
+        log.info("database migrated to %s", self._head)
+        return self._head
+
+    async def current_revision(self) -> str | None:
+        """The revision recorded in the database, or None before any migration."""
+
+        def read(connection: sa.Connection) -> str | None:
+            return MigrationContext.configure(connection).get_current_revision()
+
+        async with self.engine.connect() as conn:
+            return await conn.run_sync(read)
+
+    async def healthy(self) -> tuple[bool, str]:
+        """Whether the database answers and its schema is this build's head revision."""
+        try:
+            current = await self.current_revision()
+        except Exception as exc:  # any driver error means "not serving"
+            return False, f"unreachable: {type(exc).__name__}"
+        if current != self._head:
+            return False, f"schema at {current}, this build needs {self._head}"
+        return True, f"{self.dialect} at {current}"
+
+    def connect(self) -> Any:
+        """An async connection context (no transaction)."""
+        return self.engine.connect()
+
+    def begin(self) -> Any:
+        """An async connection context inside one transaction."""
+        return self.engine.begin()
+
+    async def dispose(self) -> None:
+        """Close every pooled connection."""
+        await self.engine.dispose()
+
+
+__all__ = ["AsyncConnection", "Database", "async_url", "head_revision", "sqlite_url"]

@@ -1,0 +1,1 @@
+"""Alembic migration scripts; run by `srcore migrate` and on server start."""

@@ -1,0 +1,343 @@
+"""Repository of tenants, partitions, pollers and agents (implements domain PollerStore)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from srcore.domain.model import (
+    Agent,
+    AgentState,
+    ComponentStatus,
+    Poller,
+    PollerState,
+    Registration,
+)
+from srcore.domain.registry import PendingHeartbeat, Transition
+from srcore.store.database import Database
+from srcore.store.tables import agents, partitions, pollers, state_transitions, tenants
+
+_AGENT_STATE = {
+    ComponentStatus.OK: AgentState.CONNECTED,
+    ComponentStatus.DEGRADED: AgentState.DEGRADED,
+    ComponentStatus.DOWN: AgentState.DISCONNECTED,
+    ComponentStatus.UNKNOWN: AgentState.CONNECTING,
+}
+
+
+def utc(value: datetime | None) -> datetime | None:
+    """SQLite returns naive datetimes; everything stored is UTC, so say so."""
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)
+
+
+def _poller(row: sa.Row[Any], agent_rows: Sequence[sa.Row[Any]] = (), agent_count: int = 0) -> Poller:
+    return Poller(
+        tenant=row.tenant,
+        poller_id=row.poller_id,
+        partition=row.partition,
+        state=PollerState(row.state),
+        version=row.version,
+        capabilities=tuple(row.capabilities),
+        labels=dict(row.labels),
+        hostname=row.hostname,
+        registered_at=utc(row.registered_at),
+        last_seen=utc(row.last_seen),
+        serving_replica=row.serving_replica,
+        desired_config_version=row.desired_config_version,
+        applied_config_version=row.applied_config_version,
+        clock_skew_seconds=row.clock_skew_ms / 1000,
+        message=row.message,
+        agent_count=agent_count or len(agent_rows),
+        agents=[
+            Agent(
+                agent_id=a.agent_id,
+                state=AgentState(a.state),
+                version=a.version,
+                capabilities=tuple(a.capabilities),
+                address=a.address,
+                labels=dict(a.labels),
+                message=a.message,
+                last_seen=utc(a.last_seen),
+            )
+            for a in agent_rows
+        ],
+    )
+
+
+def _transition_row(t: Transition, replica_id: str, fencing_token: int) -> dict[str, Any]:
+    return {
+        "tenant": t.tenant,
+        "entity_type": t.entity_type,
+        "entity_id": t.entity_id,
+        "from_state": t.from_state,
+        "to_state": t.to_state,
+        "reason": t.reason,
+        "replica": replica_id,
+        "fencing_token": fencing_token,
+        "at": t.at,
+    }
+
+
+class PollerRepository:
+    """SQL access for the registry; every multi-row change is one transaction."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def ensure_tenant(self, name: str, now: datetime) -> None:
+        """Create the tenant if it does not exist (used to bootstrap the embedded default)."""
+        async with self._db.begin() as conn:
+            exists = await conn.scalar(sa.select(tenants.c.name).where(tenants.c.name == name))
+            if exists is None:
+                await conn.execute(tenants.insert().values(name=name, display_name=name, created_at=now))
+
+    async def tenant_state(self, tenant: str) -> str | None:
+        """'active', 'suspended', or None when the tenant does not exist."""
+        async with self._db.connect() as conn:
+            state: str | None = await conn.scalar(sa.select(tenants.c.state).where(tenants.c.name == tenant))
+            return state
+
+    async def get_poller(self, tenant: str, poller_id: str, with_agents: bool = False) -> Poller | None:
+        """One poller (with its agents when asked), or None."""
+        async with self._db.connect() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(pollers).where(pollers.c.tenant == tenant, pollers.c.poller_id == poller_id)
+                )
+            ).first()
+            if row is None:
+                return None
+            agent_rows = (
+                await conn.execute(
+                    sa.select(agents)
+                    .where(agents.c.tenant == tenant, agents.c.poller_id == poller_id)
+                    .order_by(agents.c.agent_id)
+                )
+            ).all()
+        poller = _poller(row, agent_rows)
+        if not with_agents:
+            poller.agents = []
+        return poller
+
+    async def list_pollers(
+        self,
+        tenant: str | None,
+        partition: str | None,
+        state: PollerState | None,
+        limit: int,
+        after: tuple[str, str] | None,
+    ) -> list[Poller]:
+        """A page of pollers ordered by (tenant, poller_id), starting after the key `after`."""
+        count = (
+            sa.select(sa.func.count())
+            .where(agents.c.tenant == pollers.c.tenant, agents.c.poller_id == pollers.c.poller_id)
+            .scalar_subquery()
+        )
+        query = sa.select(pollers, count.label("agent_count")).order_by(pollers.c.tenant, pollers.c.poller_id)
+        if tenant is not None:
+            query = query.where(pollers.c.tenant == tenant)
+        if partition is not None:
+            query = query.where(pollers.c.partition == partition)
+        if state is not None:
+            query = query.where(pollers.c.state == state.value)
+        if after is not None:
+            query = query.where(sa.tuple_(pollers.c.tenant, pollers.c.poller_id) > sa.tuple_(*after))
+        async with self._db.connect() as conn:
+            rows = (await conn.execute(query.limit(limit))).all()
+        return [_poller(row, agent_count=row.agent_count) for row in rows]
+
+    async def save_registration(
+        self,
+        registration: Registration,
+        state: PollerState,
+        session_id: str,
+        replica_id: str,
+        desired_config_version: str,
+        now: datetime,
+        transition: Transition | None,
+        fencing_token: int,
+    ) -> None:
+        """Upsert the poller, its partition and its agents, and record the transition."""
+        r = registration
+        values: dict[str, Any] = {
+            "partition": r.partition,
+            "state": state.value,
+            "version": r.version,
+            "capabilities": list(r.capabilities),
+            "labels": r.labels,
+            "hostname": r.hostname,
+            "session_id": session_id,
+            "last_seen": now,
+            "serving_replica": replica_id,
+            "desired_config_version": desired_config_version,
+        }
+        key = (pollers.c.tenant == r.tenant) & (pollers.c.poller_id == r.poller_id)
+        async with self._db.begin() as conn:
+            has_partition = await conn.scalar(
+                sa.select(partitions.c.name).where(
+                    partitions.c.tenant == r.tenant, partitions.c.name == r.partition
+                )
+            )
+            if has_partition is None:
+                await conn.execute(
+                    partitions.insert().values(tenant=r.tenant, name=r.partition, cidrs=[], created_at=now)
+                )
+            old_state = await conn.scalar(sa.select(pollers.c.state).where(key))
+            if old_state is None:
+                await conn.execute(
+                    pollers.insert().values(
+                        tenant=r.tenant,
+                        poller_id=r.poller_id,
+                        registered_at=now,
+                        state_changed_at=now,
+                        **values,
+                    )
+                )
+            else:
+                if old_state != state.value:
+                    values["state_changed_at"] = now
+                await conn.execute(pollers.update().where(key).values(**values))
+            await self._upsert_agents(conn, registration, now)
+            if transition is not None:
+                await conn.execute(
+                    state_transitions.insert().values(_transition_row(transition, replica_id, fencing_token))
+                )
+
+    @staticmethod
+    async def _upsert_agents(conn: Any, r: Registration, now: datetime) -> None:
+        existing = set(
+            (
+                await conn.execute(
+                    sa.select(agents.c.agent_id).where(
+                        agents.c.tenant == r.tenant, agents.c.poller_id == r.poller_id
+                    )
+                )
+            ).scalars()
+        )
+        announced = {a.agent_id for a in r.agents}
+        for agent in r.agents:
+            values = {
+                "version": agent.version,
+                "capabilities": list(agent.capabilities),
+                "address": agent.address,
+                "labels": agent.labels,
+            }
+            if agent.agent_id in existing:
+                await conn.execute(
+                    agents.update()
+                    .where(
+                        agents.c.tenant == r.tenant,
+                        agents.c.poller_id == r.poller_id,
+                        agents.c.agent_id == agent.agent_id,
+                    )
+                    .values(**values)
+                )
+            else:
+                await conn.execute(
+                    agents.insert().values(
+                        tenant=r.tenant,
+                        poller_id=r.poller_id,
+                        agent_id=agent.agent_id,
+                        state=AgentState.CONNECTING.value,
+                        last_seen=now,
+                        **values,
+                    )
+                )
+        gone = existing - announced
+        if gone:
+            # An agent the poller no longer announces is kept for history but marked unavailable.
+            await conn.execute(
+                agents.update()
+                .where(
+                    agents.c.tenant == r.tenant,
+                    agents.c.poller_id == r.poller_id,
+                    agents.c.agent_id.in_(gone),
+                )
+                .values(state=AgentState.UNAVAILABLE.value)
+            )
+
+    async def record_heartbeats(
+        self, pending: Sequence[PendingHeartbeat], replica_id: str, fencing_token: int
+    ) -> None:
+        """Write a batch of heartbeats with executemany, in one transaction."""
+        poller_rows: list[dict[str, Any]] = []
+        state_rows: list[dict[str, Any]] = []
+        agent_rows: list[dict[str, Any]] = []
+        transition_rows: list[dict[str, Any]] = []
+        for item in pending:
+            beat = item.heartbeat
+            poller_rows.append(
+                {
+                    "k_tenant": beat.tenant,
+                    "k_poller": beat.poller_id,
+                    "last_seen": beat.received_at,
+                    "applied_config_version": beat.applied_config_version,
+                    "clock_skew_ms": int(beat.clock_skew_seconds * 1000),
+                    "message": beat.message,
+                }
+            )
+            if item.state is not None:
+                state_rows.append(
+                    {
+                        "k_tenant": beat.tenant,
+                        "k_poller": beat.poller_id,
+                        "state": item.state.value,
+                        "at": beat.received_at,
+                    }
+                )
+            for agent in item.agents.values():
+                agent_rows.append(
+                    {
+                        "k_tenant": beat.tenant,
+                        "k_poller": beat.poller_id,
+                        "k_agent": agent.agent_id,
+                        "state": _AGENT_STATE[agent.status].value,
+                        "message": agent.message,
+                        "last_seen": beat.received_at,
+                    }
+                )
+            transition_rows.extend(_transition_row(t, replica_id, fencing_token) for t in item.transitions)
+        poller_key = (pollers.c.tenant == sa.bindparam("k_tenant")) & (
+            pollers.c.poller_id == sa.bindparam("k_poller")
+        )
+        async with self._db.begin() as conn:
+            await conn.execute(
+                pollers.update()
+                .where(poller_key)
+                .values(
+                    last_seen=sa.bindparam("last_seen"),
+                    applied_config_version=sa.bindparam("applied_config_version"),
+                    clock_skew_ms=sa.bindparam("clock_skew_ms"),
+                    message=sa.bindparam("message"),
+                ),
+                poller_rows,
+            )
+            if state_rows:
+                await conn.execute(
+                    pollers.update()
+                    .where(poller_key)
+                    .values(state=sa.bindparam("state"), state_changed_at=sa.bindparam("at")),
+                    state_rows,
+                )
+            if agent_rows:
+                await conn.execute(
+                    agents.update()
+                    .where(
+                        agents.c.tenant == sa.bindparam("k_tenant"),
+                        agents.c.poller_id == sa.bindparam("k_poller"),
+                        agents.c.agent_id == sa.bindparam("k_agent"),
+                    )
+                    .values(
+                        state=sa.bindparam("state"),
+                        message=sa.bindparam("message"),
+                        last_seen=sa.bindparam("last_seen"),
+                    ),
+                    agent_rows,
+                )
+            if transition_rows:
+                await conn.execute(state_transitions.insert(), transition_rows)
