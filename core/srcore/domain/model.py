@@ -131,3 +131,20 @@ class Poller:
     message: str = ""
     agent_count: int = 0
     agents: list[Agent] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """A state change of one entity, recorded with the new state in one transaction.
+
+    `entity_id` is the entity's path within the tenant, e.g. "demo" for a poller or
+    "demo/a1" for an agent.
+    """
+
+    tenant: str
+    entity_type: str
+    entity_id: str
+    from_state: str
+    to_state: str
+    reason: str
+    at: datetime

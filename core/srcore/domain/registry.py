@@ -18,23 +18,11 @@ from srcore.domain.model import (
     Poller,
     PollerState,
     Registration,
+    Transition,
 )
 
 # Operator-held states survive re-registration and heartbeats; only an operator ends them.
 OPERATOR_STATES = frozenset({PollerState.MAINTENANCE, PollerState.DRAINING})
-
-
-@dataclass(frozen=True, slots=True)
-class Transition:
-    """A state change of one entity, recorded with the state in one transaction."""
-
-    tenant: str
-    entity_type: str
-    entity_id: str
-    from_state: str
-    to_state: str
-    reason: str
-    at: datetime
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,11 +40,15 @@ def _alembic_config() -> Config:
     return config
 
 
-def head_revision() -> str:
-    """The newest migration revision shipped with this build."""
-    head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
-    assert head is not None, "no migrations shipped"
-    return head
+def head_revisions() -> frozenset[str]:
+    """The newest migration revision of each branch shipped with this build.
+
+    Subsystems own independent migration branches off the base revision (alembic allows
+    several heads), so the schema is current when every head is applied.
+    """
+    heads = frozenset(ScriptDirectory.from_config(_alembic_config()).get_heads())
+    assert heads, "no migrations shipped"
+    return heads
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -70,7 +74,7 @@ class Database:
         self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
         if self.dialect == "sqlite":
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
-        self._head = head_revision()
+        self._heads = head_revisions()
 
     @property
     def is_postgres(self) -> bool:
@@ -78,23 +82,24 @@ class Database:
         return self.dialect == "postgresql"
 
     async def migrate(self) -> str:
-        """Apply every pending migration; returns the revision now current."""
+        """Apply every pending migration; returns the revisions now current."""
 
         def upgrade(connection: sa.Connection) -> None:
             config = _alembic_config()
             config.attributes["connection"] = connection
-            command.upgrade(config, "head")
+            command.upgrade(config, "heads")
 
         async with self.engine.begin() as conn:
             await conn.run_sync(upgrade)
-        log.info("database migrated to %s", self._head)
-        return self._head
+        revisions = ",".join(sorted(self._heads))
+        log.info("database migrated to %s", revisions)
+        return revisions
 
-    async def current_revision(self) -> str | None:
-        """The revision recorded in the database, or None before any migration."""
+    async def current_revisions(self) -> frozenset[str]:
+        """The revisions recorded in the database (empty before any migration)."""
 
-        def read(connection: sa.Connection) -> str | None:
-            return MigrationContext.configure(connection).get_current_revision()
+        def read(connection: sa.Connection) -> frozenset[str]:
+            return frozenset(MigrationContext.configure(connection).get_current_heads())
 
         async with self.engine.connect() as conn:
             return await conn.run_sync(read)
@@ -102,12 +107,13 @@ class Database:
     async def healthy(self) -> tuple[bool, str]:
         """Whether the database answers and its schema is this build's head revision."""
         try:
-            current = await self.current_revision()
+            current = await self.current_revisions()
         except Exception as exc:  # any driver error means "not serving"
             return False, f"unreachable: {type(exc).__name__}"
-        if current != self._head:
-            return False, f"schema at {current}, this build needs {self._head}"
-        return True, f"{self.dialect} at {current}"
+        if current != self._heads:
+            have = ",".join(sorted(current)) or "none"
+            return False, f"schema at {have}, this build needs {','.join(sorted(self._heads))}"
+        return True, f"{self.dialect} at {','.join(sorted(current))}"
 
     def connect(self) -> Any:
         """An async connection context (no transaction)."""
@@ -122,4 +128,4 @@ class Database:
         await self.engine.dispose()
 
 
-__all__ = ["AsyncConnection", "Database", "async_url", "head_revision", "sqlite_url"]
+__all__ = ["AsyncConnection", "Database", "async_url", "head_revisions", "sqlite_url"]

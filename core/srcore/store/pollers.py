@@ -15,10 +15,12 @@ from srcore.domain.model import (
     Poller,
     PollerState,
     Registration,
+    Transition,
 )
-from srcore.domain.registry import PendingHeartbeat, Transition
+from srcore.domain.registry import PendingHeartbeat
 from srcore.store.database import Database
-from srcore.store.tables import agents, partitions, pollers, state_transitions, tenants
+from srcore.store.tables import agents, partitions, pollers, tenants
+from srcore.store.transitions import record_transitions
 
 _AGENT_STATE = {
     ComponentStatus.OK: AgentState.CONNECTED,
@@ -67,20 +69,6 @@ def _poller(row: sa.Row[Any], agent_rows: Sequence[sa.Row[Any]] = (), agent_coun
             for a in agent_rows
         ],
     )
-
-
-def _transition_row(t: Transition, replica_id: str, fencing_token: int) -> dict[str, Any]:
-    return {
-        "tenant": t.tenant,
-        "entity_type": t.entity_type,
-        "entity_id": t.entity_id,
-        "from_state": t.from_state,
-        "to_state": t.to_state,
-        "reason": t.reason,
-        "replica": replica_id,
-        "fencing_token": fencing_token,
-        "at": t.at,
-    }
 
 
 class PollerRepository:
@@ -204,9 +192,7 @@ class PollerRepository:
                 await conn.execute(pollers.update().where(key).values(**values))
             await self._upsert_agents(conn, registration, now)
             if transition is not None:
-                await conn.execute(
-                    state_transitions.insert().values(_transition_row(transition, replica_id, fencing_token))
-                )
+                await record_transitions(conn, [transition], replica_id, fencing_token)
 
     @staticmethod
     async def _upsert_agents(conn: Any, r: Registration, now: datetime) -> None:
@@ -268,7 +254,7 @@ class PollerRepository:
         poller_rows: list[dict[str, Any]] = []
         state_rows: list[dict[str, Any]] = []
         agent_rows: list[dict[str, Any]] = []
-        transition_rows: list[dict[str, Any]] = []
+        transitions: list[Transition] = []
         for item in pending:
             beat = item.heartbeat
             poller_rows.append(
@@ -301,7 +287,7 @@ class PollerRepository:
                         "last_seen": beat.received_at,
                     }
                 )
-            transition_rows.extend(_transition_row(t, replica_id, fencing_token) for t in item.transitions)
+            transitions.extend(item.transitions)
         poller_key = (pollers.c.tenant == sa.bindparam("k_tenant")) & (
             pollers.c.poller_id == sa.bindparam("k_poller")
         )
@@ -339,5 +325,4 @@ class PollerRepository:
                     ),
                     agent_rows,
                 )
-            if transition_rows:
-                await conn.execute(state_transitions.insert(), transition_rows)
+            await record_transitions(conn, transitions, replica_id, fencing_token)
