@@ -198,7 +198,7 @@ class CoreApp:
         await self.coordinator.start(ReplicaInfo(self.replica_id, address, srcore.__version__, time.time()))
         await server.start()
         self.server = server
-        await self._update_health()
+        await self.refresh_health()
         if settings.metrics_listen:
             self.metrics_port = serve_metrics(settings.metrics_listen)
         self._tasks = [
@@ -208,7 +208,8 @@ class CoreApp:
         log.info("replica %s serving on %s (store %s, coordination %s)",
                  self.replica_id, address, self.db.dialect, self.coordinator.backend)  # fmt: skip
 
-    async def _update_health(self) -> None:
+    async def refresh_health(self) -> None:
+        """Probe the store and publish SERVING or NOT_SERVING on the health service."""
         ok, detail = await self.db.healthy()
         status = health_pb2.HealthCheckResponse.SERVING if ok else health_pb2.HealthCheckResponse.NOT_SERVING
         for service in ("", *SERVICE_NAMES):
@@ -219,7 +220,7 @@ class CoreApp:
     async def _health_loop(self) -> None:
         while not self._stopping.is_set():
             await asyncio.sleep(HEALTH_PROBE_INTERVAL)
-            await self._update_health()
+            await self.refresh_health()
 
     async def _flush_loop(self) -> None:
         # Heartbeats are answered from memory and written here in batches, so a fleet's

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +78,7 @@ class Database:
         if self.dialect == "sqlite":
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         self._heads = head_revisions()
+        self._write_lock = asyncio.Lock() if self.dialect == "sqlite" else None
 
     @property
     def is_postgres(self) -> bool:
@@ -119,9 +123,19 @@ class Database:
         """An async connection context (no transaction)."""
         return self.engine.connect()
 
-    def begin(self) -> Any:
-        """An async connection context inside one transaction."""
-        return self.engine.begin()
+    @contextlib.asynccontextmanager
+    async def begin(self) -> AsyncIterator[AsyncConnection]:
+        """An async connection inside one transaction.
+
+        SQLite allows one writer at a time and its busy handler backs off by sleeping, so
+        concurrent writers in this process queue on a lock instead of polling the file lock.
+        """
+        if self._write_lock is None:
+            async with self.engine.begin() as conn:
+                yield conn
+            return
+        async with self._write_lock, self.engine.begin() as conn:
+            yield conn
 
     async def dispose(self) -> None:
         """Close every pooled connection."""

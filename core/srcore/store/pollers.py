@@ -21,6 +21,7 @@ from srcore.domain.registry import PendingHeartbeat
 from srcore.store.database import Database
 from srcore.store.tables import agents, partitions, pollers, tenants
 from srcore.store.transitions import record_transitions
+from srcore.store.upsert import insert_ignore, upsert
 
 _AGENT_STATE = {
     ComponentStatus.OK: AgentState.CONNECTED,
@@ -166,30 +167,26 @@ class PollerRepository:
         }
         key = (pollers.c.tenant == r.tenant) & (pollers.c.poller_id == r.poller_id)
         async with self._db.begin() as conn:
-            has_partition = await conn.scalar(
-                sa.select(partitions.c.name).where(
-                    partitions.c.tenant == r.tenant, partitions.c.name == r.partition
-                )
+            await insert_ignore(
+                conn, partitions, [{"tenant": r.tenant, "name": r.partition, "cidrs": [], "created_at": now}]
             )
-            if has_partition is None:
-                await conn.execute(
-                    partitions.insert().values(tenant=r.tenant, name=r.partition, cidrs=[], created_at=now)
-                )
             old_state = await conn.scalar(sa.select(pollers.c.state).where(key))
-            if old_state is None:
-                await conn.execute(
-                    pollers.insert().values(
-                        tenant=r.tenant,
-                        poller_id=r.poller_id,
-                        registered_at=now,
-                        state_changed_at=now,
-                        **values,
-                    )
-                )
-            else:
-                if old_state != state.value:
-                    values["state_changed_at"] = now
-                await conn.execute(pollers.update().where(key).values(**values))
+            if old_state != state.value:
+                values["state_changed_at"] = now
+            # An upsert, because a poller restarting in a loop can race its own registrations.
+            await upsert(
+                conn,
+                pollers,
+                {
+                    "tenant": r.tenant,
+                    "poller_id": r.poller_id,
+                    "registered_at": now,
+                    "state_changed_at": now,
+                    **values,
+                },
+                keys=("tenant", "poller_id"),
+                update=list(values),
+            )
             await self._upsert_agents(conn, registration, now)
             if transition is not None:
                 await record_transitions(conn, [transition], replica_id, fencing_token)
@@ -207,33 +204,27 @@ class PollerRepository:
         )
         announced = {a.agent_id for a in r.agents}
         for agent in r.agents:
+            # A re-announced agent starts over as connecting until its poller reports on it.
             values = {
                 "version": agent.version,
                 "capabilities": list(agent.capabilities),
                 "address": agent.address,
                 "labels": agent.labels,
+                "state": AgentState.CONNECTING.value,
             }
-            if agent.agent_id in existing:
-                await conn.execute(
-                    agents.update()
-                    .where(
-                        agents.c.tenant == r.tenant,
-                        agents.c.poller_id == r.poller_id,
-                        agents.c.agent_id == agent.agent_id,
-                    )
-                    .values(**values)
-                )
-            else:
-                await conn.execute(
-                    agents.insert().values(
-                        tenant=r.tenant,
-                        poller_id=r.poller_id,
-                        agent_id=agent.agent_id,
-                        state=AgentState.CONNECTING.value,
-                        last_seen=now,
-                        **values,
-                    )
-                )
+            await upsert(
+                conn,
+                agents,
+                {
+                    "tenant": r.tenant,
+                    "poller_id": r.poller_id,
+                    "agent_id": agent.agent_id,
+                    "last_seen": now,
+                    **values,
+                },
+                keys=("tenant", "poller_id", "agent_id"),
+                update=list(values),
+            )
         gone = existing - announced
         if gone:
             # An agent the poller no longer announces is kept for history but marked unavailable.

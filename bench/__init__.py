@@ -1,0 +1,1 @@
+"""Benchmarks: each prints figures and compares with the raw limit of the same machine."""
