@@ -10,7 +10,7 @@ import socket
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import grpc
@@ -32,12 +32,16 @@ from srcore.api.interceptors import ServerInterceptor
 from srcore.api.pollers import PollerServicer
 from srcore.coord.local import LocalCoordinator
 from srcore.domain.coordination import Coordinator, ReplicaInfo
+from srcore.domain.ingest import Budget, IngestLimits
 from srcore.domain.registry import RegistryService
+from srcore.ingest.stream import IngestService
+from srcore.ingest.writer import BatchingWriter
 from srcore.observability.metrics import HEARTBEAT_FLUSHES, serve_metrics
 from srcore.security.pki import ensure_dev_pki
 from srcore.security.tls import load_pem, server_credentials
 from srcore.settings import Settings
 from srcore.store.database import Database, sqlite_url
+from srcore.store.ingest import IngestStore
 from srcore.store.pollers import PollerRepository
 
 log = logging.getLogger(__name__)
@@ -99,6 +103,26 @@ def build_coordinator(settings: Settings) -> Coordinator:
     return LocalCoordinator()
 
 
+def build_ingest(settings: Settings, db: Database) -> IngestService:
+    """The ReportResults pipeline: limits, budget, ledger store and batching writer."""
+    limits = IngestLimits(
+        max_results_per_chunk=settings.ingest_max_results_per_chunk,
+        max_chunks_per_batch=settings.ingest_max_chunks_per_batch,
+        credit_window=settings.ingest_credit_window,
+        resume_window_seconds=settings.ingest_resume_window,
+        global_budget_rows=settings.ingest_global_budget,
+        tenant_budget_rows=settings.ingest_tenant_budget,
+    )
+    budget = Budget(limits)
+    store = IngestStore(db)
+    # SQLite has one writer at a time; PostgreSQL overlaps one flush's commit with the next's build.
+    writers = settings.ingest_writers or (2 if db.is_postgres else 1)
+    writer = BatchingWriter(
+        store, budget, utcnow, settings.ingest_flush_results, settings.ingest_flush_delay, writers
+    )
+    return IngestService(store, writer, budget, limits, utcnow)
+
+
 class CoreApp:
     """One replica: gRPC server, store, coordination and background jobs."""
 
@@ -113,6 +137,7 @@ class CoreApp:
         )
         self.coordinator = build_coordinator(settings)
         self.pollers = PollerRepository(self.db)
+        self.ingest = build_ingest(settings, self.db)
         self.registry = RegistryService(
             store=self.pollers,
             registry=self.coordinator.registry,
@@ -160,11 +185,12 @@ class CoreApp:
         """Migrate, join the cluster and start serving."""
         settings = self.settings
         await self.db.migrate()
+        self.ingest.writer.start()
         await self.pollers.ensure_tenant("default", utcnow())
         tls = tls_material(settings)
         server = grpc.aio.server(interceptors=[ServerInterceptor()], options=grpc_options(settings))
         edge_service_pb2_grpc.add_EdgeServiceServicer_to_server(
-            EdgeServicer(self.registry, settings.trust_domain, utcnow), server
+            EdgeServicer(self.registry, self.ingest, settings.trust_domain, utcnow), server
         )
         cluster_service_pb2_grpc.add_ClusterServiceServicer_to_server(
             ClusterServicer(
@@ -204,6 +230,7 @@ class CoreApp:
         self._tasks = [
             asyncio.create_task(self._health_loop(), name="health-probe"),
             asyncio.create_task(self._flush_loop(), name="heartbeat-flush"),
+            asyncio.create_task(self._batch_expiry_loop(), name="batch-expiry"),
         ]
         log.info("replica %s serving on %s (store %s, coordination %s)",
                  self.replica_id, address, self.db.dialect, self.coordinator.backend)  # fmt: skip
@@ -239,12 +266,37 @@ class CoreApp:
         if written:
             HEARTBEAT_FLUSHES.observe(written)
 
+    async def _batch_expiry_loop(self) -> None:
+        # Leader-only: half-open batches past the resume window become expired (visible to
+        # operators, no longer resumable).
+        period = max(1.0, min(60.0, self.settings.ingest_resume_window / 10))
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), period)
+            if self._stopping.is_set() or not self.coordinator.is_leader():
+                continue
+            await self.expire_batches()
+
+    async def expire_batches(self) -> int:
+        """Expire batches idle past the resume window; returns how many."""
+        now = utcnow()
+        idle_before = now - timedelta(seconds=self.settings.ingest_resume_window)
+        try:
+            expired = await self.ingest.store.expire_batches(idle_before, now)
+        except Exception as exc:
+            log.warning("batch expiry failed, will retry: %s", exc)
+            return 0
+        if expired:
+            log.info("expired %d half-open batches", expired)
+        return expired
+
     async def stop(self) -> None:
         """Stop accepting calls, let in-flight ones finish within the grace period, clean up."""
         self._stopping.set()
         if self.server is not None:
             await self.health.enter_graceful_shutdown()
             await self.server.stop(self.settings.grace_period)
+        await self.ingest.writer.stop()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -36,6 +36,15 @@ class Settings:
     heartbeat_flush_interval: float = 1.0
     max_message_bytes: int = 4 * 1024 * 1024
     grace_period: float = 10.0
+    ingest_credit_window: int = 8
+    ingest_max_results_per_chunk: int = 10_000
+    ingest_max_chunks_per_batch: int = 1_000_000
+    ingest_global_budget: int = 400_000
+    ingest_tenant_budget: int = 200_000
+    ingest_resume_window: float = 3600.0
+    ingest_flush_results: int = 5000
+    ingest_flush_delay: float = 0.002
+    ingest_writers: int = 0
     log_format: str = "text"
     log_level: str = "info"
 

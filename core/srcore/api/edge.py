@@ -23,6 +23,7 @@ from srcore.domain.model import (
     Registration,
 )
 from srcore.domain.registry import RegistryService
+from srcore.ingest.stream import IngestService, ResultStream
 from srcore.security.identity import PeerIdentity
 
 _STATUS: dict[int, ComponentStatus] = {
@@ -91,8 +92,15 @@ def registration_from(request: pb.RegisterPollerRequest, tenant: str) -> Registr
 class EdgeServicer(pb_grpc.EdgeServiceServicer):
     """Edge RPCs over the registry rules."""
 
-    def __init__(self, registry: RegistryService, trust_domain: str, clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self,
+        registry: RegistryService,
+        ingest: IngestService,
+        trust_domain: str,
+        clock: Callable[[], datetime],
+    ) -> None:
         self._registry = registry
+        self._ingest = ingest
         self._trust_domain = trust_domain
         self._clock = clock
 
@@ -165,14 +173,14 @@ class EdgeServicer(pb_grpc.EdgeServiceServicer):
         )
 
     async def ReportResults(
-        self,
-        request_iterator: AsyncIterator[pb.ReportResultsRequest],
-        context: Context,
+        self, request_iterator: AsyncIterator[pb.ReportResultsRequest], context: Context
     ) -> AsyncIterator[pb.ReportResultsResponse]:
-        """Result ingest lands with the ingest pipeline; until then the call is UNIMPLEMENTED."""
-        require_edge(context, self._trust_domain)
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "ReportResults is not available in this build yet")
-        yield pb.ReportResultsResponse()
+        """Ingest result batches; acks follow durable commits (see docs/protocol.md)."""
+        identity = require_edge(context, self._trust_domain)
+        assert identity.tenant is not None and identity.poller_id is not None
+        stream = ResultStream(self._ingest, identity.tenant, identity.poller_id)
+        async for response in stream.responses(request_iterator):
+            yield response
 
     async def SyncConfig(
         self, request: pb.SyncConfigRequest, context: Context

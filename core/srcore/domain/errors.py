@@ -46,3 +46,7 @@ class ResourceExhausted(DomainError):
 
 class Unavailable(DomainError):
     """A dependency is down; the call can be retried."""
+
+
+class Aborted(DomainError):
+    """A concurrency conflict (e.g. the same batch written by two streams); retry."""

@@ -43,3 +43,20 @@ def serve_metrics(listen: str) -> int:
     host, _, port = listen.rpartition(":")
     server, _thread = start_http_server(int(port), addr=host or "127.0.0.1")
     return int(server.server_port)
+
+
+INGEST_RESULTS = Counter(
+    "srcore_ingest_results_total",
+    "Results received on ReportResults, by type and outcome.",
+    ["type", "outcome"],
+)
+INGEST_FLUSH_ROWS = Histogram(
+    "srcore_ingest_flush_results", "Results per ingest flush (one transaction).",
+    buckets=(100, 500, 1000, 2000, 5000, 10000, 20000, 50000),
+)  # fmt: skip
+INGEST_FLUSH_SECONDS = Histogram(
+    "srcore_ingest_flush_seconds", "Time to build and commit one ingest flush.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)  # fmt: skip
+INGEST_INFLIGHT_ROWS = Gauge("srcore_ingest_inflight_results", "Results received but not yet committed.")
+INGEST_BATCHES = Counter("srcore_ingest_batches_total", "Batch opens, by outcome.", ["outcome"])

@@ -1,0 +1,263 @@
+"""The batching writer: chunks from many streams, one transaction per flush, fair by tenant.
+
+Chunks wait in one FIFO per tenant. A flush takes chunks round-robin across tenants until
+it holds `flush_rows` results, so one tenant's flood cannot starve another: every tenant
+with work gets a turn in every flush. Chunks of one batch are never in two flushes at
+once, so the ledger's committed_index always advances in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from serviceradar.edge.v1 import results_pb2
+from srcore.domain.errors import Aborted, Unavailable
+from srcore.domain.ingest import BatchRecord, BatchState, Budget, ResultKind, SweepCompletion
+from srcore.ingest.rows import ChunkOrigin, Tally, check_rows, device_rows, payload_results, sweep_rows
+from srcore.observability.metrics import (
+    INGEST_FLUSH_ROWS,
+    INGEST_FLUSH_SECONDS,
+    INGEST_INFLIGHT_ROWS,
+    INGEST_RESULTS,
+)
+from srcore.store.ingest import IngestStore, LedgerAdvance
+
+log = logging.getLogger(__name__)
+
+_ROW_BUILDERS = {
+    ResultKind.SWEEP_HOSTS: sweep_rows,
+    ResultKind.SERVICE_CHECKS: check_rows,
+    ResultKind.DEVICE_UPDATES: device_rows,
+}
+
+BatchKey = tuple[str, str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkOutcome:
+    """What the ack of a committed chunk reports."""
+
+    committed_index: int
+    accepted: int
+    rejected: int
+    first_reject: str
+    state: BatchState
+
+
+@dataclass(slots=True, eq=False)
+class PendingChunk:
+    """A chunk received and validated for order, waiting for its flush."""
+
+    record: BatchRecord
+    index: int
+    final: bool
+    completion: SweepCompletion
+    chunk: results_pb2.ResultChunk
+    size: int
+    future: asyncio.Future[ChunkOutcome] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+    @property
+    def key(self) -> BatchKey:
+        """The batch this chunk belongs to."""
+        return (self.record.tenant, self.record.poller_id, self.record.batch_id)
+
+
+class BatchingWriter:
+    """Coalesces chunks into flushes; acks (resolves futures) only after commit."""
+
+    def __init__(
+        self,
+        store: IngestStore,
+        budget: Budget,
+        clock: Callable[[], datetime],
+        flush_rows: int = 5000,
+        flush_delay: float = 0.002,
+        writers: int = 1,
+        on_flush: Callable[[int], None] | None = None,
+    ) -> None:
+        self._store = store
+        self._budget = budget
+        self._clock = clock
+        self._flush_rows = flush_rows
+        self._flush_delay = flush_delay
+        self._writers = writers
+        self._on_flush = on_flush
+        self._queues: dict[str, deque[PendingChunk]] = {}
+        self._rotation: deque[str] = deque()
+        self._busy: set[BatchKey] = set()
+        self._queued_rows = 0
+        self._wakeup = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
+
+    def start(self) -> None:
+        """Start the writer tasks."""
+        self._tasks = [
+            asyncio.create_task(self._run(), name=f"ingest-writer-{i}") for i in range(self._writers)
+        ]
+
+    async def stop(self) -> None:
+        """Write what is queued, then stop."""
+        self._stopping = True
+        self._wakeup.set()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def submit(self, pending: PendingChunk) -> None:
+        """Queue a chunk; its future resolves once it is committed (or fails)."""
+        tenant = pending.record.tenant
+        queue = self._queues.get(tenant)
+        if queue is None:
+            queue = self._queues[tenant] = deque()
+            self._rotation.append(tenant)
+        queue.append(pending)
+        self._budget.take(tenant, pending.size)
+        self._queued_rows += pending.size
+        INGEST_INFLIGHT_ROWS.set(self._budget.total)
+        self._wakeup.set()
+
+    def _take(self) -> list[PendingChunk]:
+        taken: list[PendingChunk] = []
+        rows = 0
+        progress = True
+        while rows < self._flush_rows and progress:
+            progress = False
+            for _ in range(len(self._rotation)):
+                tenant = self._rotation[0]
+                self._rotation.rotate(-1)
+                queue = self._queues[tenant]
+                for i, pending in enumerate(queue):
+                    if pending.key not in self._busy:
+                        del queue[i]
+                        taken.append(pending)
+                        rows += pending.size
+                        progress = True
+                        break
+                if not queue:
+                    del self._queues[tenant]
+                    self._rotation.remove(tenant)
+                if rows >= self._flush_rows:
+                    break
+        self._queued_rows -= rows
+        return taken
+
+    async def _run(self) -> None:
+        while True:
+            if not self._queues:
+                if self._stopping:
+                    return
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            if self._queued_rows < self._flush_rows and not self._stopping:
+                # A moment for more chunks to arrive, so a flush carries many of them.
+                await asyncio.sleep(self._flush_delay)
+            taken = self._take()
+            if not taken:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            keys = {p.key for p in taken}
+            self._busy |= keys
+            try:
+                await self._flush(taken)
+            except Exception as exc:
+                log.warning("ingest flush of %d chunks failed: %s", len(taken), exc)
+                failure = Unavailable(
+                    "the store is unavailable: reconnect and resume from the last acknowledged chunk"
+                )
+                for pending in taken:
+                    if not pending.future.done():
+                        pending.future.set_exception(failure)
+            finally:
+                self._busy -= keys
+                for pending in taken:
+                    self._budget.release(pending.record.tenant, pending.size)
+                INGEST_INFLIGHT_ROWS.set(self._budget.total)
+                self._wakeup.set()
+
+    async def _flush(self, taken: list[PendingChunk]) -> None:
+        started = time.perf_counter()
+        now = self._clock()
+        encode = self._store.encode_timestamp
+        received = encode(now)
+        groups: dict[BatchKey, list[PendingChunk]] = {}
+        for pending in taken:
+            groups.setdefault(pending.key, []).append(pending)
+        rows_by_kind: dict[ResultKind, list[tuple[Any, ...]]] = {}
+        outcomes: list[tuple[PendingChunk, Tally]] = []
+        conflicts: list[PendingChunk] = []
+        advances: list[tuple[LedgerAdvance, list[PendingChunk]]] = []
+        async with self._store.db.begin() as conn:
+            flush_id = await self._store.begin_flush(conn, now)
+            for chunks in groups.values():
+                record = chunks[0].record
+                rows: list[tuple[Any, ...]] = []
+                tallies = []
+                build = _ROW_BUILDERS[record.kind]
+                for pending in chunks:
+                    chunk = pending.chunk
+                    observed = (
+                        encode(chunk.observed_at.ToDatetime(now.tzinfo))
+                        if chunk.HasField("observed_at")
+                        else received
+                    )
+                    origin = ChunkOrigin(
+                        record.tenant, record.partition, record.poller_id, record.agent_id,
+                        record.batch_id, pending.index, flush_id, record.execution_id,
+                    )  # fmt: skip
+                    tally = Tally()
+                    build(payload_results(chunk), origin, observed, received, encode, rows, tally)
+                    tallies.append(tally)
+                last = chunks[-1]
+                advance = LedgerAdvance(
+                    record=record,
+                    previous_index=chunks[0].index - 1,
+                    last_index=last.index,
+                    accepted=sum(t.accepted for t in tallies),
+                    rejected=sum(t.rejected for t in tallies),
+                    first_reject=next((t.first_reject for t in tallies if t.first_reject), ""),
+                    final=last.final,
+                    completion=last.completion,
+                )
+                if await self._store.advance(conn, advance, now):
+                    rows_by_kind.setdefault(record.kind, []).extend(rows)
+                    outcomes.extend(zip(chunks, tallies, strict=True))
+                    advances.append((advance, chunks))
+                else:
+                    conflicts.extend(chunks)
+            for kind, rows in rows_by_kind.items():
+                await self._store.write_rows(conn, kind, rows)
+        for advance, _chunks in advances:
+            record = advance.record
+            record.committed_index = advance.last_index
+            record.accepted += advance.accepted
+            record.rejected += advance.rejected
+            record.first_reject = record.first_reject or advance.first_reject
+            if advance.final:
+                record.state = BatchState.COMMITTED
+                record.completion = advance.completion
+        for pending, tally in outcomes:
+            INGEST_RESULTS.labels(pending.record.kind.value, "accepted").inc(tally.accepted)
+            if tally.rejected:
+                INGEST_RESULTS.labels(pending.record.kind.value, "rejected").inc(tally.rejected)
+            state = BatchState.COMMITTED if pending.final else BatchState.OPEN
+            pending.future.set_result(
+                ChunkOutcome(pending.index, tally.accepted, tally.rejected, tally.first_reject, state)
+            )
+        for pending in conflicts:
+            pending.future.set_exception(
+                Aborted(f"batch {pending.record.batch_id} was written by another stream: reopen it to resume")
+            )
+        INGEST_FLUSH_ROWS.observe(sum(p.size for p in taken))
+        INGEST_FLUSH_SECONDS.observe(time.perf_counter() - started)
+        if self._on_flush is not None:
+            self._on_flush(flush_id)
