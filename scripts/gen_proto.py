@@ -39,7 +39,16 @@ def generate(out: Path) -> None:
         f"--mypy_grpc_out={out}",
         *protos,
     ]
-    subprocess.run(cmd, check=True, cwd=PROTO)
+    subprocess.run(cmd, check=True, cwd=PROTO, capture_output=True)
+    # The same contract with its comments, for server reflection: generated Python modules
+    # carry no source info, so `grpcurl describe` would show no documentation without it.
+    contract = out / "serviceradar" / "contract.binpb"
+    contract.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        [sys.executable, "-m", "grpc_tools.protoc", f"-I{PROTO}", f"--descriptor_set_out={contract}",
+         "--include_source_info", *protos],
+        check=True, cwd=PROTO, capture_output=True,
+    )  # fmt: skip
     for directory in [p for p in out.rglob("*") if p.is_dir()]:
         (directory / "__init__.py").touch()
     (out / "serviceradar" / "py.typed").touch()
