@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn
 
 from srctl.connection import Client, Role, connect, resolve_settings
+from srctl.contextfile import with_context
 from srctl.output import Printer
 
 
@@ -26,7 +27,7 @@ class Context:
 
     def connect(self, role: Role = Role.OPERATOR) -> Client:
         """A client acting as `role`; raises UsageError when its certificate files are missing."""
-        return connect(resolve_settings(self.args, self.env, role))
+        return connect(resolve_settings(self.args, with_context(self.args, self.env), role))
 
 
 Handler = Callable[[argparse.Namespace, Context], int]

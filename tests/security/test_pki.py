@@ -92,9 +92,7 @@ def test_server_certificate_verifies_for_every_host(dev: DevPki) -> None:
     assert san.get_values_for_type(x509.DNSName) == ["localhost"]
     assert san.get_values_for_type(x509.IPAddress) == [ipaddress.ip_address("127.0.0.1")]
     assert _eku(cert) == [ExtendedKeyUsageOID.SERVER_AUTH]
-    wrong_host = (
-        verification.PolicyBuilder().store(store).build_server_verifier(x509.DNSName("example.com"))
-    )
+    wrong_host = verification.PolicyBuilder().store(store).build_server_verifier(x509.DNSName("example.com"))
     with pytest.raises(verification.VerificationError):
         wrong_host.verify(cert, [])
 
@@ -126,9 +124,7 @@ def test_dev_operator_certificate(dev: DevPki) -> None:
 
 def test_tenant_operator_certificate(dev: DevPki) -> None:
     ca = pki.load_or_create_ca(dev.directory, "unused: the CA exists")
-    issued = pki.issue_operator_certificate(
-        ca, "serviceradar", "alice", "viewer", "acme", timedelta(days=1)
-    )
+    issued = pki.issue_operator_certificate(ca, "serviceradar", "alice", "viewer", "acme", timedelta(days=1))
     cert = x509.load_pem_x509_certificate(issued.cert_pem)
     _verify_client(dev.ca_cert, cert)
     assert _uris(cert) == ["spiffe://serviceradar/tenant/acme/operator/alice/role/viewer"]
@@ -189,9 +185,7 @@ def test_edge_issuance_validates_segments(dev: DevPki, tenant: str, poller: str)
         pki.issue_edge_certificate(ca, "serviceradar", tenant, poller, timedelta(days=1))
 
 
-@pytest.mark.parametrize(
-    ("role", "tenant"), [("root", None), ("Admin", "acme"), ("platform-admin", "acme")]
-)
+@pytest.mark.parametrize(("role", "tenant"), [("root", None), ("Admin", "acme"), ("platform-admin", "acme")])
 def test_operator_issuance_validates_role(dev: DevPki, role: str, tenant: str | None) -> None:
     ca = pki.load_or_create_ca(dev.directory, "unused")
     with pytest.raises(InvalidArgument, match="role"):

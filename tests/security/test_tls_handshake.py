@@ -84,9 +84,7 @@ def expired_edge(ca: CertificateAuthority) -> _Client:
 
 
 @asynccontextmanager
-async def _serve(
-    dev: DevPki, require_client_auth: bool
-) -> AsyncIterator[tuple[int, _CapturingHealth]]:
+async def _serve(dev: DevPki, require_client_auth: bool) -> AsyncIterator[tuple[int, _CapturingHealth]]:
     servicer = _CapturingHealth()
     server = grpc.aio.server()
     health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
@@ -107,9 +105,7 @@ async def _serve(
 async def _check(port: int, ca_pem: bytes, client: _Client) -> None:
     creds = tls.channel_credentials(ca_pem, client.cert, client.key)
     async with grpc.aio.secure_channel(f"127.0.0.1:{port}", creds) as channel:
-        response = await health_pb2_grpc.HealthStub(channel).Check(
-            health_pb2.HealthCheckRequest(), timeout=5
-        )
+        response = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
     assert response.status == SERVING
 
 
@@ -157,9 +153,7 @@ async def test_no_client_certificate_fails_the_handshake(dev: DevPki) -> None:
     assert servicer.seen == []
 
 
-async def test_certificate_from_another_ca_fails_the_handshake(
-    dev: DevPki, foreign_edge: _Client
-) -> None:
+async def test_certificate_from_another_ca_fails_the_handshake(dev: DevPki, foreign_edge: _Client) -> None:
     async with _serve(dev, require_client_auth=True) as (port, servicer):
         await _refused(port, dev.ca_cert.read_bytes(), foreign_edge)
     assert servicer.seen == []
@@ -201,18 +195,14 @@ async def test_optional_no_certificate_connects_anonymously(dev: DevPki) -> None
     assert _identity(servicer) is None
 
 
-async def test_optional_foreign_certificate_is_not_requested(
-    dev: DevPki, foreign_edge: _Client
-) -> None:
+async def test_optional_foreign_certificate_is_not_requested(dev: DevPki, foreign_edge: _Client) -> None:
     async with _serve(dev, require_client_auth=False) as (port, servicer):
         await _check(port, dev.ca_cert.read_bytes(), foreign_edge)
     assert _PEM not in servicer.seen[0]
     assert _identity(servicer) is None
 
 
-async def test_optional_valid_certificate_is_not_requested_either(
-    dev: DevPki, edge: _Client
-) -> None:
+async def test_optional_valid_certificate_is_not_requested_either(dev: DevPki, edge: _Client) -> None:
     async with _serve(dev, require_client_auth=False) as (port, servicer):
         await _check(port, dev.ca_cert.read_bytes(), edge)
     assert _PEM not in servicer.seen[0]

@@ -7,10 +7,10 @@ from datetime import UTC, datetime
 
 from serviceradar.admin.v1 import cluster_service_pb2 as pb
 from serviceradar.admin.v1 import cluster_service_pb2_grpc as pb_grpc
-from srcore.api.auth import require_operator
 from srcore.api.context import Context
 from srcore.api.convert import timestamp
 from srcore.domain.coordination import Coordinator
+from srcore.security.principal import caller
 
 DependencyProbe = Callable[[], Awaitable[pb.DependencyHealth]]
 
@@ -18,23 +18,16 @@ DependencyProbe = Callable[[], Awaitable[pb.DependencyHealth]]
 class ClusterServicer(pb_grpc.ClusterServiceServicer):
     """Answers cluster status from the coordinator and the dependency probes."""
 
-    def __init__(
-        self,
-        coordinator: Coordinator,
-        replica_id: str,
-        probes: list[DependencyProbe],
-        trust_domain: str,
-    ) -> None:
+    def __init__(self, coordinator: Coordinator, replica_id: str, probes: list[DependencyProbe]) -> None:
         self._coordinator = coordinator
         self._replica_id = replica_id
         self._probes = probes
-        self._trust_domain = trust_domain
 
     async def GetClusterStatus(
         self, request: pb.GetClusterStatusRequest, context: Context
     ) -> pb.GetClusterStatusResponse:
         """The cluster as this replica sees it."""
-        require_operator(context, self._trust_domain)
+        caller()  # authorised by the interceptor; fails closed if wired without it
         leader = self._coordinator.leader()
         replicas = await self._coordinator.replicas()
         return pb.GetClusterStatusResponse(

@@ -6,13 +6,12 @@ import base64
 
 from serviceradar.admin.v1 import poller_service_pb2 as pb
 from serviceradar.admin.v1 import poller_service_pb2_grpc as pb_grpc
-from srcore.api.auth import require_operator
 from srcore.api.context import Context
 from srcore.api.convert import duration, timestamp
 from srcore.domain import validation
 from srcore.domain.errors import InvalidArgument, NotFound
 from srcore.domain.model import AgentState, Poller, PollerState
-from srcore.security.identity import PeerIdentity
+from srcore.security.principal import Principal, caller
 from srcore.store.pollers import PollerRepository
 
 POLLER_STATES = {state: getattr(pb, f"POLLER_STATE_{state.name}") for state in PollerState}
@@ -57,21 +56,10 @@ def poller_message(poller: Poller) -> pb.Poller:
     )
 
 
-def scoped_tenant(identity: PeerIdentity, requested: str, default_all: bool) -> str | None:
-    """The tenant a call is limited to. Tenant operators only ever see their own tenant.
-
-    Returns None for "all tenants" (platform operators listing without a filter).
-    """
-    if requested:
-        validation.slug("tenant", requested)
-    if identity.tenant is not None:
-        if requested not in ("", identity.tenant):
-            # The same answer whether that tenant exists or not, so nothing leaks.
-            raise NotFound(f"tenant {requested!r} not found")
-        return identity.tenant
-    if requested:
-        return requested
-    return None if default_all else "default"
+def scoped_tenant(principal: Principal, requested: str, default_all: bool) -> str | None:
+    """The tenant a call is limited to (see `Principal.scope`): tenant principals only ever get
+    their own, and None means "all tenants" (platform principals listing without a filter)."""
+    return principal.scope(requested, all_tenants=default_all)
 
 
 def _encode_token(tenant: str, poller_id: str) -> str:
@@ -89,14 +77,12 @@ def _decode_token(token: str) -> tuple[str, str]:
 class PollerServicer(pb_grpc.PollerServiceServicer):
     """Reads pollers from the store."""
 
-    def __init__(self, repository: PollerRepository, trust_domain: str) -> None:
+    def __init__(self, repository: PollerRepository) -> None:
         self._repository = repository
-        self._trust_domain = trust_domain
 
     async def ListPollers(self, request: pb.ListPollersRequest, context: Context) -> pb.ListPollersResponse:
         """One page of pollers."""
-        identity = require_operator(context, self._trust_domain)
-        tenant = scoped_tenant(identity, request.tenant, default_all=True)
+        tenant = caller().scope(request.tenant, all_tenants=True)
         partition = validation.slug("partition", request.partition) if request.partition else None
         state = None
         if request.state:
@@ -117,10 +103,8 @@ class PollerServicer(pb_grpc.PollerServiceServicer):
 
     async def GetPoller(self, request: pb.GetPollerRequest, context: Context) -> pb.GetPollerResponse:
         """One poller with its agents."""
-        identity = require_operator(context, self._trust_domain)
         poller_id = validation.identifier("poller_id", request.poller_id)
-        tenant = scoped_tenant(identity, request.tenant, default_all=False)
-        assert tenant is not None
+        tenant = caller().tenant_for(request.tenant)
         poller = await self._repository.get_poller(tenant, poller_id, with_agents=True)
         if poller is None:
             raise NotFound(f"poller {poller_id!r} not found")

@@ -26,6 +26,8 @@ tenants = sa.Table(
     sa.Column("display_name", sa.String(255), nullable=False, server_default=""),
     sa.Column("state", sa.String(16), nullable=False, server_default="active"),
     sa.Column("created_at", Timestamp, nullable=False),
+    sa.Column("suspended_at", Timestamp, nullable=True),
+    sa.Column("suspend_reason", sa.String(255), nullable=False, server_default=""),
 )
 
 partitions = sa.Table(
@@ -35,6 +37,8 @@ partitions = sa.Table(
     sa.Column("name", sa.String(63), primary_key=True),
     sa.Column("cidrs", Json, nullable=False),
     sa.Column("created_at", Timestamp, nullable=False),
+    sa.Column("description", sa.String(255), nullable=False, server_default=""),
+    sa.Column("updated_at", Timestamp, nullable=True),
 )
 
 pollers = sa.Table(
@@ -97,4 +101,112 @@ state_transitions = sa.Table(
     sa.Column("fencing_token", sa.BigInteger, nullable=False),
     sa.Column("at", Timestamp, nullable=False),
     sa.Index("ix_state_transitions_entity", "tenant", "entity_type", "entity_id", "id"),
+)
+
+# The transactional outbox of infrastructure events (srcore.events): one row per state change,
+# written in the transaction that makes the change; the relay publishes rows to JetStream in
+# `seq` order and stamps `published_at`.
+event_outbox = sa.Table(
+    "event_outbox",
+    metadata,
+    # AUTOINCREMENT on SQLite: without it an emptied table would hand out used numbers again,
+    # and watchers resume by sequence.
+    sa.Column(
+        "seq",
+        sa.BigInteger().with_variant(sa.Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    sa.Column("event_id", sa.Uuid(), nullable=False),
+    sa.Column("tenant", sa.String(63), nullable=False),
+    sa.Column("entity_type", sa.String(32), nullable=False),
+    sa.Column("event_type", sa.String(32), nullable=False),
+    # "<entity_type>:<entity_id>", for the history of one entity.
+    sa.Column("entity_key", sa.String(340), nullable=False),
+    # The subject below the configured prefix ("<tenant>.<entity_type>.<event_type>"): the
+    # prefix is the relay's setting, not the writer's.
+    sa.Column("subject", sa.String(200), nullable=False),
+    # serviceradar.events.v1.Event, protobuf binary encoding.
+    sa.Column("payload", sa.LargeBinary, nullable=False),
+    # When the event happened (the transition's time), which is when the row was written.
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Column("published_at", Timestamp, nullable=True),
+    # The relay's work list: only unpublished rows, in order, so it stays small.
+    sa.Index(
+        "ix_event_outbox_unpublished",
+        "seq",
+        postgresql_where=sa.text("published_at IS NULL"),
+        sqlite_where=sa.text("published_at IS NULL"),
+    ),
+    sa.Index("ix_event_outbox_tenant_seq", "tenant", "seq"),
+    sa.Index("ix_event_outbox_entity", "tenant", "entity_key", "seq"),
+    sa.Index("ix_event_outbox_created_at", "created_at"),
+    sqlite_autoincrement=True,
+)
+
+# API tokens: only the SHA-256 of a secret is stored; token_id is its public prefix.
+api_tokens = sa.Table(
+    "api_tokens",
+    metadata,
+    sa.Column("token_id", sa.String(16), primary_key=True),
+    sa.Column("tenant", sa.String(63), sa.ForeignKey("tenants.name"), nullable=True),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("description", sa.String(255), nullable=False, server_default=""),
+    sa.Column("digest", sa.String(64), nullable=False),
+    sa.Column("created_by", sa.String(300), nullable=False),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Column("expires_at", Timestamp, nullable=False),
+    sa.Column("last_used_at", Timestamp, nullable=True),
+    sa.Column("revoked_at", Timestamp, nullable=True),
+    sa.Index("ix_api_tokens_tenant_created", "tenant", "created_at"),
+)
+
+# Onboarding packages. The row keyed by cert_serial is the revocation list every replica reads.
+# sealed_key (AES-256-GCM) and download_digest are erased when the bundle is downloaded.
+onboarding_packages = sa.Table(
+    "onboarding_packages",
+    metadata,
+    sa.Column("package_id", sa.String(32), primary_key=True),
+    sa.Column("tenant", sa.String(63), sa.ForeignKey("tenants.name"), nullable=False),
+    sa.Column("partition", sa.String(63), nullable=False),
+    sa.Column("poller_id", sa.String(128), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("spiffe_id", sa.String(512), nullable=False),
+    sa.Column("cert_serial", sa.String(40), nullable=False, unique=True),
+    sa.Column("cert_pem", sa.Text, nullable=False),
+    sa.Column("cert_not_after", Timestamp, nullable=False),
+    sa.Column("sealed_key", sa.LargeBinary, nullable=True),
+    sa.Column("download_id", sa.String(16), nullable=False, unique=True),
+    sa.Column("download_digest", sa.String(64), nullable=True),
+    sa.Column("created_by", sa.String(300), nullable=False),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Column("expires_at", Timestamp, nullable=False),
+    sa.Column("updated_at", Timestamp, nullable=False),
+    sa.Column("delivered_at", Timestamp, nullable=True),
+    sa.Column("activated_at", Timestamp, nullable=True),
+    sa.Column("revoked_at", Timestamp, nullable=True),
+    sa.Column("revoke_reason", sa.String(255), nullable=False, server_default=""),
+    sa.Index("ix_onboarding_packages_tenant_created", "tenant", "created_at"),
+    sa.Index("ix_onboarding_packages_state_expires", "state", "expires_at"),
+)
+
+# Every admin mutation and every denial. Never holds a secret.
+audit_events = sa.Table(
+    "audit_events",
+    metadata,
+    sa.Column(
+        "id",
+        sa.BigInteger().with_variant(sa.Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    sa.Column("at", Timestamp, nullable=False),
+    sa.Column("actor", sa.String(300), nullable=False),
+    sa.Column("tenant", sa.String(63), nullable=False, server_default=""),
+    sa.Column("method", sa.String(200), nullable=False),
+    sa.Column("target", sa.String(300), nullable=False, server_default=""),
+    sa.Column("outcome", sa.String(32), nullable=False),
+    sa.Column("message", sa.String(512), nullable=False, server_default=""),
+    sa.Column("peer", sa.String(128), nullable=False, server_default=""),
+    sa.Index("ix_audit_events_tenant_id", "tenant", "id"),
 )

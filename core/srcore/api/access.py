@@ -1,0 +1,353 @@
+"""Access control state of a replica: who callers are, whether their tenant and credentials are
+still good, the audit log, and the onboarding package material.
+
+Checks that run on every call read through short-lived caches (`auth_cache_ttl`, default 5 s):
+a revocation or suspension made on this replica applies at once, on the others within that
+time. Token last-use times are kept in memory and written in batches, so a busy token costs no
+database write per call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Generic, TypeVar
+
+from srcore.domain.coordination import Coordinator
+from srcore.domain.errors import FailedPrecondition, PermissionDenied, Unauthenticated
+from srcore.domain.packages import Package, admit_edge, serial_hex
+from srcore.domain.tenancy import ApiToken, AuditEvent, TenantState
+from srcore.security import crypto, tokens
+from srcore.security.identity import PeerIdentity
+from srcore.security.pki import load_or_create_ca
+from srcore.security.principal import Principal, PrincipalKind
+from srcore.security.rbac import Role
+from srcore.security.signing import PackageSigner, load_signing_ca, require_trusted
+from srcore.settings import Settings
+from srcore.store.audit import AuditRepository
+from srcore.store.database import Database
+from srcore.store.packages import PackageRepository
+from srcore.store.tenancy import TenantRepository
+from srcore.store.tokens import TokenRepository
+
+log = logging.getLogger(__name__)
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+# Bounds each cache: a stream of fresh credentials (or garbage) cannot grow memory without end.
+CACHE_SIZE = 10_000
+LAST_USED_FLUSH_INTERVAL = 5.0
+EXPIRY_SWEEP_INTERVAL = 30.0
+
+
+class TtlCache(Generic[K, V]):
+    """A bounded map whose entries are forgotten `ttl` seconds after they were stored."""
+
+    def __init__(self, ttl: float, size: int = CACHE_SIZE) -> None:
+        self._ttl = ttl
+        self._size = size
+        self._entries: OrderedDict[K, tuple[float, V]] = OrderedDict()
+
+    def get(self, key: K) -> tuple[bool, V | None]:
+        """(True, value) for a fresh entry, (False, None) otherwise."""
+        entry = self._entries.get(key)
+        if entry is None:
+            return False, None
+        if time.monotonic() - entry[0] >= self._ttl:
+            del self._entries[key]
+            return False, None
+        return True, entry[1]
+
+    def put(self, key: K, value: V) -> None:
+        """Store `value`, evicting the oldest entry when full."""
+        self._entries[key] = (time.monotonic(), value)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self._size:
+            self._entries.popitem(last=False)
+
+    def forget(self, key: K) -> None:
+        """Drop `key` so the next read goes to the store."""
+        self._entries.pop(key, None)
+
+
+class TenantStates:
+    """Tenant states, cached briefly: every edge call and every token call checks one."""
+
+    def __init__(self, repository: TenantRepository, ttl: float) -> None:
+        self._repository = repository
+        self._cache: TtlCache[str, TenantState | None] = TtlCache(ttl)
+
+    async def require_active(self, tenant: str) -> None:
+        """PermissionDenied unless the tenant exists and is active."""
+        hit, state = self._cache.get(tenant)
+        if not hit:
+            state = await self._repository.tenant_state(tenant)
+            self._cache.put(tenant, state)
+        if state is None:
+            raise PermissionDenied(f"tenant {tenant!r} does not exist")
+        if state is not TenantState.ACTIVE:
+            raise PermissionDenied(f"tenant {tenant!r} is {state.value}")
+
+    def forget(self, tenant: str) -> None:
+        """Drop the cached state after a change made on this replica."""
+        self._cache.forget(tenant)
+
+
+class Authenticator:
+    """Turns bearer tokens and operator certificates into principals. Whether the principal's
+    tenant is active is the interceptor's next question, not this one's."""
+
+    def __init__(
+        self,
+        tokens_repo: TokenRepository,
+        packages_repo: PackageRepository,
+        clock: Callable[[], datetime],
+        ttl: float,
+    ) -> None:
+        self._tokens = tokens_repo
+        self._packages = packages_repo
+        self._clock = clock
+        self._cache: TtlCache[str, ApiToken | None] = TtlCache(ttl)
+        self._last_used: dict[str, datetime] = {}
+
+    async def from_bearer(self, presented: tokens.PresentedToken) -> Principal:
+        """The principal of a well-formed bearer token, or Unauthenticated/PermissionDenied."""
+        if presented.kind is tokens.TokenKind.DOWNLOAD:
+            return await self._download(presented)
+        hit, token = self._cache.get(presented.token_id)
+        if not hit:
+            token = await self._tokens.get(presented.token_id)
+            self._cache.put(presented.token_id, token)
+        # One answer for "no such id" and "wrong secret": an id alone proves nothing.
+        if token is None or not tokens.same_digest(presented.digest, token.digest):
+            raise Unauthenticated("unknown API token")
+        now = self._clock()
+        if token.revoked_at is not None:
+            raise Unauthenticated(f"API token {token.token_id} was revoked")
+        if now >= token.expires_at:
+            raise Unauthenticated(f"API token {token.token_id} expired at {token.expires_at.isoformat()}")
+        self._last_used[token.token_id] = now
+        return Principal(PrincipalKind.TOKEN, token.token_id, Role(token.role), token.tenant)
+
+    async def _download(self, presented: tokens.PresentedToken) -> Principal:
+        # Never cached: the token is single-use, and the download itself re-checks the state.
+        found = await self._packages.download_digest(presented.token_id)
+        if found is None or not tokens.same_digest(presented.digest, found[1]):
+            raise Unauthenticated("unknown or spent download token")
+        package = found[0]
+        if package.effective_state(self._clock()) is not package.state:
+            raise Unauthenticated(f"package {package.package_id} expired before it was downloaded")
+        return Principal(PrincipalKind.DOWNLOAD, package.package_id, Role.PACKAGE_DOWNLOAD, package.tenant)
+
+    @staticmethod
+    def from_certificate(identity: PeerIdentity) -> Principal:
+        """The principal of an operator certificate (the TLS handshake verified it)."""
+        assert identity.role is not None
+        return Principal(PrincipalKind.CERTIFICATE, identity.spiffe_id, Role(identity.role), identity.tenant)
+
+    def forget(self, token_id: str) -> None:
+        """Drop a cached token after it was revoked on this replica."""
+        self._cache.forget(token_id)
+
+    async def flush_last_used(self, repository: TokenRepository) -> int:
+        """Write the last-use times gathered since the previous flush; returns how many."""
+        pending, self._last_used = self._last_used, {}
+        if not pending:
+            return 0
+        try:
+            await repository.record_last_used(pending)
+        except Exception:
+            # Keep them for the next flush unless a newer use arrived meanwhile.
+            for token_id, at in pending.items():
+                self._last_used.setdefault(token_id, at)
+            raise
+        return len(pending)
+
+
+class EdgeGate:
+    """What every edge call passes: an active tenant and, for a package certificate, a package
+    that is delivered or activated (the revocation list is the packages table)."""
+
+    def __init__(
+        self,
+        packages_repo: PackageRepository,
+        tenant_states: TenantStates,
+        clock: Callable[[], datetime],
+        ttl: float,
+    ) -> None:
+        self._packages = packages_repo
+        self._tenants = tenant_states
+        self._clock = clock
+        self._cache: TtlCache[str, Package | None] = TtlCache(ttl)
+
+    async def _package(self, serial: str) -> Package | None:
+        hit, package = self._cache.get(serial)
+        if not hit:
+            package = await self._packages.by_serial(serial)
+            self._cache.put(serial, package)
+        return package
+
+    async def admit(self, identity: PeerIdentity) -> None:
+        """Refuse an edge whose tenant is not active or whose package certificate is not good."""
+        assert identity.tenant is not None
+        await self._tenants.require_active(identity.tenant)
+        package = await self._package(serial_hex(identity.serial))
+        if package is None:
+            return
+        if (package.tenant, package.poller_id) != (identity.tenant, identity.poller_id):
+            # Only a compromised signing CA could mint this: refuse rather than trust the SAN.
+            raise PermissionDenied(f"certificate serial {package.cert_serial} was issued for another poller")
+        admit_edge(package, self._clock())
+
+    async def registered(self, identity: PeerIdentity) -> Package | None:
+        """After a successful RegisterPoller: activate the certificate's package if it is due.
+
+        Returns the package when this call activated it.
+        """
+        serial = serial_hex(identity.serial)
+        package = await self._package(serial)
+        if package is None or package.activated_at is not None:
+            return None
+        activated = await self._packages.activate(serial, self._clock())
+        self._cache.forget(serial)
+        return activated
+
+    def forget(self, serial: str) -> None:
+        """Drop a cached package after its state changed on this replica."""
+        self._cache.forget(serial)
+
+
+class AuditLog:
+    """Writes audit events. A failed write is logged, never turned into a failed call: the
+    mutation it describes has already been committed."""
+
+    def __init__(self, repository: AuditRepository) -> None:
+        self.repository = repository
+
+    async def record(self, event: AuditEvent) -> None:
+        """Append one event."""
+        try:
+            await self.repository.append(event)
+        except Exception as exc:
+            log.error(
+                "audit write failed for %s %s by %s (%s): %s",
+                event.method, event.outcome, event.actor, event.target, type(exc).__name__,
+            )  # fmt: skip
+
+
+def package_core_address(settings: Settings, port: int) -> str:
+    """The address onboarding bundles tell pollers to dial."""
+    if settings.package_core_address:
+        return settings.package_core_address
+    if settings.advertise_address:
+        return settings.advertise_address
+    return f"{settings.listen.rpartition(':')[0]}:{port}"
+
+
+class Access:
+    """The repositories, caches and keys behind authentication, authorisation, tenancy, tokens,
+    packages and audit, built once per replica."""
+
+    def __init__(
+        self,
+        db: Database,
+        settings: Settings,
+        clock: Callable[[], datetime],
+        replica_id: str,
+        fencing_token: Callable[[], int],
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.tenants = TenantRepository(db, replica_id, fencing_token)
+        self.tokens = TokenRepository(db)
+        self.packages = PackageRepository(db, replica_id, fencing_token)
+        self.audit = AuditLog(AuditRepository(db))
+        ttl = settings.auth_cache_ttl
+        self.tenant_states = TenantStates(self.tenants, ttl)
+        self.authenticator = Authenticator(self.tokens, self.packages, clock, ttl)
+        self.edge_gate = EdgeGate(self.packages, self.tenant_states, clock, ttl)
+        self.package_ttl = timedelta(seconds=settings.package_ttl)
+        self.core_address = ""
+        self._keyring: crypto.Keyring | None = None
+        self._signer: PackageSigner | None = None
+
+    def prepare(self, client_ca_pem: bytes, port: int) -> None:
+        """Load the secret keys and the package signing CA; called once the port is bound.
+
+        Raises InvalidArgument for a misconfiguration, so it stops the start-up.
+        """
+        settings = self.settings
+        self.core_address = package_core_address(settings, port)
+        if settings.secret_keys:
+            self._keyring = crypto.keyring(settings.secret_keys)
+        else:
+            self._keyring = crypto.load_or_create_key_file(settings.data_dir)
+        validity = timedelta(days=settings.package_cert_days)
+        if settings.package_ca_cert:
+            ca = load_signing_ca(Path(settings.package_ca_cert), Path(settings.package_ca_key))
+            require_trusted(ca, client_ca_pem)
+            server_ca = (
+                Path(settings.package_server_ca).read_bytes() if settings.package_server_ca else client_ca_pem
+            )
+            self._signer = PackageSigner(ca, server_ca, settings.trust_domain, validity)
+        elif settings.embedded_tls:
+            # The development CA signs the server certificate and is the client CA: one file
+            # serves the edge both ways.
+            ca = load_or_create_ca(settings.data_dir / "pki", "unused: ensure_dev_pki created it")
+            self._signer = PackageSigner(ca, ca.cert_pem, settings.trust_domain, validity)
+
+    @property
+    def keyring(self) -> crypto.Keyring:
+        """The keys sealing package private keys at rest."""
+        if self._keyring is None:
+            raise FailedPrecondition("secret keys are not loaded yet")
+        return self._keyring
+
+    @property
+    def signer(self) -> PackageSigner:
+        """The package signing CA; FailedPrecondition when none is configured."""
+        if self._signer is None:
+            raise FailedPrecondition(
+                "onboarding packages need a signing CA: set package_ca_cert and package_ca_key"
+            )
+        return self._signer
+
+    async def flush_last_used(self) -> None:
+        """Write pending token last-use times, logging (not raising) a failure."""
+        try:
+            await self.authenticator.flush_last_used(self.tokens)
+        except Exception as exc:
+            log.warning("token last-use write failed, will retry: %s", type(exc).__name__)
+
+    async def expire_packages(self, fencing_token: int) -> list[Package]:
+        """Expire pending packages past their TTL (leader only); returns those expired."""
+        expired = await self.packages.expire_due(self.clock(), fencing_token)
+        for package in expired:
+            self.edge_gate.forget(package.cert_serial)
+        if expired:
+            log.info("expired %d onboarding packages", len(expired))
+        return expired
+
+    async def run(self, stopping: asyncio.Event, coordinator: Coordinator) -> None:
+        """Background work until `stopping`: last-use flushes, and the package expiry sweep
+        while this replica leads."""
+        next_sweep = 0.0
+        while not stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), LAST_USED_FLUSH_INTERVAL)
+            await self.flush_last_used()
+            leader = coordinator.leader()
+            if time.monotonic() < next_sweep or leader is None or not coordinator.is_leader():
+                continue
+            next_sweep = time.monotonic() + EXPIRY_SWEEP_INTERVAL
+            try:
+                await self.expire_packages(leader.fencing_token)
+            except Exception as exc:
+                log.warning("package expiry sweep failed, will retry: %s", exc)
