@@ -1,4 +1,4 @@
-"""`srctl edge`: act as an edge poller (register, heartbeat) with the edge client certificate.
+"""`srctl edge`: act as an edge poller (register, heartbeat, push results) with its certificate.
 
 For operators checking a deployment end to end and for reproducing what an edge sees; the
 calls are the very ones an edge core makes.
@@ -26,6 +26,7 @@ from srctl.command import Context, add_verb
 from srctl.connection import Role
 from srctl.errors import ExitCode, UsageError
 from srctl.output import Column, enum_choices, key_values, parse_enum
+from srctl.push import register_push
 
 Status: TypeAlias = pb.ComponentStatus.ValueType
 
@@ -229,7 +230,7 @@ def register(
     """Add `edge` and its verbs."""
     noun = nouns.add_parser(
         "edge",
-        help="act as an edge poller (register, heartbeat)",
+        help="act as an edge poller (register, heartbeat, push results)",
         description=(
             "Make the calls an edge poller makes, with the edge client certificate: with\n"
             "--data-dir, DIR/pki/edge-default-demo.pem (poller 'demo' of tenant 'default')\n"
@@ -321,3 +322,5 @@ def register(
         help="seconds between heartbeats (default: the server's next interval)",
     )
     _add_registration_flags(health_parser, for_health=True)
+
+    register_push(verbs, common)
