@@ -23,16 +23,18 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import grpc
 import psycopg
-from serviceradar.edge.v1 import edge_service_pb2 as pb
-from serviceradar.edge.v1 import edge_service_pb2_grpc as pb_grpc
 
 from bench.common import cpu_seconds, free_port, percentile, start_core
+from serviceradar.edge.v1 import edge_service_pb2 as pb
+from serviceradar.edge.v1 import edge_service_pb2_grpc as pb_grpc
 from srcore.security.pki import issue_edge_certificate, load_or_create_ca
 
 
@@ -42,7 +44,7 @@ class Poller:
 
     poller_id: str
     channel: grpc.aio.Channel
-    stub: pb_grpc.EdgeServiceStub
+    stub: pb_grpc.EdgeServiceAsyncStub
     session_id: str = ""
 
 
@@ -123,7 +125,7 @@ async def paced(pollers: list[Poller], rate: float, duration: float) -> tuple[in
 
 
 async def saturated(
-    calls: list[tuple[object, object]], concurrency: int, duration: float
+    calls: Sequence[tuple[Callable[..., Any], object]], concurrency: int, duration: float
 ) -> tuple[float, list[float]]:
     """Keep `concurrency` calls in flight for `duration` s; returns (calls/s, latencies)."""
     latencies: list[float] = []
@@ -134,7 +136,7 @@ async def saturated(
         while time.perf_counter() < deadline:
             method, request = calls[i % len(calls)]
             started = time.perf_counter()
-            await method(request, timeout=10)  # type: ignore[operator]
+            await method(request, timeout=10)
             latencies.append(time.perf_counter() - started)
             i += concurrency
 
@@ -164,7 +166,8 @@ async def bench_store(name: str, env: dict[str, str], args: argparse.Namespace, 
         wall = time.perf_counter() - wall
         cpu = (cpu_seconds(core.pid) - cpu_before) / wall
         print(
-            f"[{name}] paced {args.rate:,.0f}/s over {len(pollers)} pollers: {done / wall:,.0f} ReportHealth/s, "
+            f"[{name}] paced {args.rate:,.0f}/s over {len(pollers)} pollers: "
+            f"{done / wall:,.0f} ReportHealth/s, "
             f"p50 {fmt_ms(percentile(latencies, 0.5))}, p99 {fmt_ms(percentile(latencies, 0.99))}, "
             f"errors {errors}, server CPU {cpu * 100:.0f}% of one core"
         )
@@ -205,7 +208,7 @@ async def bench_raw(args: argparse.Namespace, work: Path) -> None:
             )
             for p in pollers
         ]
-        rate, latencies = await saturated(calls, args.concurrency, args.duration)  # type: ignore[arg-type]
+        rate, latencies = await saturated(calls, args.concurrency, args.duration)
         print(
             f"[raw grpc] saturated ({args.concurrency} in flight): {rate:,.0f} unary calls/s, "
             f"p50 {fmt_ms(percentile(latencies, 0.5))}, p99 {fmt_ms(percentile(latencies, 0.99))}"

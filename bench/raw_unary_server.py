@@ -18,7 +18,7 @@ async def serve(port: int, pki: Path) -> None:
     async def answer(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
         return b""
 
-    handler = grpc.unary_unary_rpc_method_handler(answer)
+    handler: grpc.RpcMethodHandler[bytes, bytes] = grpc.unary_unary_rpc_method_handler(answer)
 
     class Generic(grpc.GenericRpcHandler):
         def service(

@@ -56,6 +56,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     common(check)
     check.add_argument("--address", default="127.0.0.1:50051", help="replica to probe")
+    check.add_argument("--cacert", help="CA to verify the server with (default: DATA_DIR/pki/ca.pem)")
+    check.add_argument("--cert", help="client certificate (default: DATA_DIR/pki/operator.pem)")
+    check.add_argument("--key", help="client key (default: DATA_DIR/pki/operator-key.pem)")
+    check.add_argument("--tls-server-name", help="name to verify in the server certificate")
     return parser
 
 
@@ -121,15 +125,18 @@ async def _migrate(settings: Settings) -> int:
     return 0
 
 
-def _healthcheck(settings: Settings, address: str) -> int:
+def _healthcheck(settings: Settings, args: argparse.Namespace) -> int:
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    from srcore.app import tls_material
-
-    tls = tls_material(settings)
-    credentials = grpc.ssl_channel_credentials(tls.client_ca, tls.key, tls.cert)
-    with grpc.secure_channel(address, credentials) as channel:
+    pki = settings.data_dir / "pki"
+    # The probe is a client: it needs a client certificate (the server's own is for serving).
+    ca = (Path(args.cacert) if args.cacert else pki / "ca.pem").read_bytes()
+    cert = (Path(args.cert) if args.cert else pki / "operator.pem").read_bytes()
+    key = (Path(args.key) if args.key else pki / "operator-key.pem").read_bytes()
+    credentials = grpc.ssl_channel_credentials(ca, key, cert)
+    options = [("grpc.ssl_target_name_override", args.tls_server_name)] if args.tls_server_name else []
+    with grpc.secure_channel(args.address, credentials, options=options) as channel:
         try:
             answer = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
         except grpc.RpcError as exc:
@@ -155,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "migrate":
         return asyncio.run(_migrate(settings))
-    return _healthcheck(settings, args.address)
+    return _healthcheck(settings, args)
 
 
 if __name__ == "__main__":

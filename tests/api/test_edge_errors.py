@@ -8,11 +8,11 @@ from pathlib import Path
 import grpc
 import pytest
 from google.rpc import error_details_pb2, status_pb2
+
 from serviceradar.admin.v1 import cluster_service_pb2 as cluster_pb
 from serviceradar.admin.v1 import cluster_service_pb2_grpc as cluster_grpc
 from serviceradar.edge.v1 import edge_service_pb2 as pb
 from serviceradar.edge.v1 import edge_service_pb2_grpc as pb_grpc
-
 from srcore.security.pki import issue_edge_certificate, load_or_create_ca
 from tests.api.test_edge_registration import register_request
 from tests.helpers.core import RunningCore, running_core
@@ -83,7 +83,7 @@ async def test_malformed_input_is_invalid_argument_naming_the_field(
     status = status_pb2.Status.FromString(raw)
     bad_request = error_details_pb2.BadRequest()
     assert status.details[0].Unpack(bad_request)
-    assert bad_request.field_violations[0].field.startswith(field.split("[")[0])
+    assert bad_request.field_violations[0].field.startswith(field.split("[", maxsplit=1)[0])
 
 
 async def test_oversized_message_is_resource_exhausted(tmp_path: Path) -> None:

@@ -7,11 +7,11 @@ from pathlib import Path
 import grpc
 import pytest
 from google.protobuf import timestamp_pb2
+
 from serviceradar.admin.v1 import poller_service_pb2 as admin_pb
 from serviceradar.admin.v1 import poller_service_pb2_grpc as admin_grpc
 from serviceradar.edge.v1 import edge_service_pb2 as pb
 from serviceradar.edge.v1 import edge_service_pb2_grpc as pb_grpc
-
 from tests.helpers.core import RunningCore, running_core
 
 

@@ -65,7 +65,8 @@ class RunningCore:
 @asynccontextmanager
 async def running_core(data_dir: Path, **overrides: Any) -> AsyncIterator[RunningCore]:
     """Start a CoreApp in this event loop on 127.0.0.1 with an ephemeral port."""
-    settings = Settings(data_dir=data_dir, listen="127.0.0.1:0", metrics_listen="", **overrides).validate()
+    options: dict[str, Any] = {"listen": "127.0.0.1:0", "metrics_listen": "", **overrides}
+    settings = Settings(data_dir=data_dir, **options).validate()
     app = CoreApp(settings)
     await app.start()
     try:

@@ -25,7 +25,9 @@ def host(i: int, *, ip: str | None = None) -> rpb.SweepHostResult:
     return result
 
 
-def sweep_chunk(batch_id: str, index: int, start: int, count: int, *, final: bool = False) -> pb.ReportResultsRequest:
+def sweep_chunk(
+    batch_id: str, index: int, start: int, count: int, *, final: bool = False
+) -> pb.ReportResultsRequest:
     """A chunk of `count` host results numbered from `start`."""
     chunk = rpb.ResultChunk(
         batch_id=batch_id,
@@ -56,7 +58,7 @@ def new_batch_id() -> str:
 class RawStream:
     """One ReportResults call driven message by message."""
 
-    def __init__(self, stub: pb_grpc.EdgeServiceStub) -> None:
+    def __init__(self, stub: pb_grpc.EdgeServiceAsyncStub) -> None:
         self._outbox: asyncio.Queue[pb.ReportResultsRequest | None] = asyncio.Queue()
         self.call = stub.ReportResults(self._requests())
 
@@ -85,3 +87,39 @@ class RawStream:
     def cancel(self) -> None:
         """Drop the call as a crashing client would."""
         self.call.cancel()
+
+
+async def push_chunks(
+    stream: RawStream,
+    batch_id: str,
+    total_chunks: int,
+    per_chunk: int,
+    *,
+    start_at: int = 0,
+    stop_after_acks: int | None = None,
+) -> list[rpb.BatchAck]:
+    """Send chunks start_at.. honouring credits; returns the chunk acks received.
+
+    With `stop_after_acks`, returns as soon as that many chunk acks arrived (chunks beyond
+    may be in flight), as a client that is about to crash would.
+    """
+    acks: list[rpb.BatchAck] = []
+    allowed = start_at - 1
+    sent = start_at
+    opened = await stream.ack()
+    if opened.state == rpb.BATCH_STATE_COMMITTED or start_at >= total_chunks:
+        return [opened]
+    allowed = opened.committed_index + opened.credits
+    while True:
+        while sent < total_chunks and sent <= allowed:
+            stream.send(
+                sweep_chunk(batch_id, sent, sent * per_chunk, per_chunk, final=sent == total_chunks - 1)
+            )
+            sent += 1
+        if acks and acks[-1].chunk_index == total_chunks - 1:
+            return acks
+        ack = await stream.ack()
+        acks.append(ack)
+        allowed = ack.committed_index + ack.credits
+        if stop_after_acks is not None and len(acks) >= stop_after_acks:
+            return acks

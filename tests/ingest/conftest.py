@@ -6,8 +6,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from serviceradar.edge.v1 import edge_service_pb2_grpc as pb_grpc
 
+from serviceradar.edge.v1 import edge_service_pb2_grpc as pb_grpc
 from tests.helpers.core import RunningCore, running_core
 
 
@@ -29,7 +29,7 @@ async def sqlite_core(tmp_path: Path) -> AsyncIterator[RunningCore]:
 
 
 @pytest.fixture
-async def edge(sqlite_core: RunningCore) -> AsyncIterator[pb_grpc.EdgeServiceStub]:
+async def edge(sqlite_core: RunningCore) -> AsyncIterator[pb_grpc.EdgeServiceAsyncStub]:
     """An edge stub (demo poller) on the SQLite core."""
     async with sqlite_core.channel(sqlite_core.creds.edge()) as channel:
         yield pb_grpc.EdgeServiceStub(channel)

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, cast
 
 import grpc
+import sqlalchemy.exc
 from grpc.aio import AbortError
 
 from srcore.api.context import Context
@@ -40,6 +41,15 @@ async def _internal(context: Context, method: str, exc: BaseException) -> None:
     incident = uuid.uuid4().hex[:12]
     log.error("unhandled error in %s (incident %s)", method, incident, exc_info=exc)
     await context.abort(grpc.StatusCode.INTERNAL, f"internal error (incident {incident})")
+
+
+# A database that is down or restarting: the call can be retried, so UNAVAILABLE, not INTERNAL.
+STORE_DOWN = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, ConnectionError)
+
+
+async def _store_down(context: Context, method: str, exc: BaseException) -> None:
+    log.warning("store unavailable during %s: %s", method, exc)
+    await context.abort(grpc.StatusCode.UNAVAILABLE, "the store is unavailable: retry with backoff")
 
 
 class ServerInterceptor(grpc.aio.ServerInterceptor):
@@ -89,6 +99,8 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                 await abort_with(context, exc)
             except (AbortError, grpc.aio.UsageError):
                 raise
+            except STORE_DOWN as exc:
+                await _store_down(context, method, exc)
             except Exception as exc:
                 await _internal(context, method, exc)
             finally:
@@ -108,6 +120,8 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                 await abort_with(context, exc)
             except (AbortError, grpc.aio.UsageError):
                 raise
+            except STORE_DOWN as exc:
+                await _store_down(context, method, exc)
             except Exception as exc:
                 await _internal(context, method, exc)
             finally:

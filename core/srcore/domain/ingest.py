@@ -49,7 +49,7 @@ class IngestLimits:
 
     max_results_per_chunk: int = 10_000
     max_chunks_per_batch: int = 1_000_000
-    credit_window: int = 8
+    credit_window: int = 32
     resume_window_seconds: float = 3600.0
     global_budget_rows: int = 400_000
     tenant_budget_rows: int = 200_000
@@ -176,6 +176,19 @@ class Budget:
         self._limits = limits
         self.total = 0
         self._tenants: dict[str, int] = {}
+        self._streams: dict[str, int] = {}
+
+    def stream_started(self, tenant: str) -> None:
+        """A stream of `tenant` began; its streams share the tenant's windows."""
+        self._streams[tenant] = self._streams.get(tenant, 0) + 1
+
+    def stream_ended(self, tenant: str) -> None:
+        """A stream of `tenant` ended."""
+        left = self._streams.get(tenant, 0) - 1
+        if left > 0:
+            self._streams[tenant] = left
+        else:
+            self._streams.pop(tenant, None)
 
     def tenant_rows(self, tenant: str) -> int:
         """Rows of one tenant in flight."""
@@ -204,9 +217,17 @@ class Budget:
         else:
             self._tenants.pop(tenant, None)
 
-    def credits(self, tenant: str) -> int:
-        """Credit window for the next ack: full under half the budget, shrinking to 1 at it."""
-        window = self._limits.credit_window
+    def credits(self, tenant: str, chunk_rows: int = 500) -> int:
+        """Credit window for the next ack of a stream of `tenant` sending `chunk_rows` per chunk.
+
+        A tenant's streams share a quarter of its budget as their windows: a tenant with one
+        stream keeps enough chunks queued to take its full share of every flush, a tenant
+        with twenty gets narrow windows per stream (and costs the server less to receive).
+        The window then shrinks further as the server or the tenant nears its budget.
+        """
+        streams = max(1, self._streams.get(tenant, 0))
+        share = self._limits.tenant_budget_rows // 4 // (streams * max(1, chunk_rows))
+        window = max(1, min(self._limits.credit_window, share))
         pressure = max(
             self.total / self._limits.global_budget_rows,
             self.tenant_rows(tenant) / self._limits.tenant_budget_rows,

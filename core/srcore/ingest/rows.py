@@ -18,6 +18,7 @@ from typing import Any
 from serviceradar.edge.v1 import results_pb2
 
 _MAC = re.compile(r"[0-9a-fA-F]{2}([:-])[0-9a-fA-F]{2}(?:\1[0-9a-fA-F]{2}){4}")
+_MAC_LOWER = re.compile(r"(?:[0-9a-f]{2}:){5}[0-9a-f]{2}")
 _inet_pton = socket.inet_pton
 _inet_ntop = socket.inet_ntop
 _AF_INET = socket.AF_INET
@@ -107,54 +108,73 @@ def sweep_rows(
     results: Any, origin: ChunkOrigin, observed: Any, received: Any,
     encode: Callable[[datetime], Any], out: list[tuple[Any, ...]], tally: Tally,
 ) -> None:  # fmt: skip
-    """Append one row per valid SweepHostResult to `out`."""
+    """Append one row per valid SweepHostResult to `out`.
+
+    Written flat on purpose: each protobuf field is read once, checks are C calls, and the
+    common case (valid, IPv4, no own timestamp) takes no branch that allocates.
+    """
     prefix = origin.prefix
     flush_id = origin.flush_id
     execution_id = origin.execution_id
     append = out.append
+    mac_ok = _MAC_LOWER.fullmatch
     for seq, r in enumerate(results):
+        ip = r.ip
         try:
-            ip = canonical_ip(r.ip)
-            mac = canonical_mac(r.mac)
-            hostname = r.hostname
-            if len(hostname) > 255:
-                raise InvalidResult("hostname: longer than 255 characters")
-            loss = r.icmp_packet_loss
-            if not 0.0 <= loss <= 1.0:
-                raise InvalidResult("icmp_packet_loss: must be between 0 and 1")
-            rtt = _micros(r.icmp_rtt) if r.HasField("icmp_rtt") else None
-            ports = r.ports
-            if ports:
-                open_ports = []
-                for p in ports:
-                    if not 0 < p.port < 65536:
-                        raise InvalidResult(f"ports[].port: {p.port} is not a TCP port")
-                    if p.open:
-                        open_ports.append(p.port)
-                ports_text = ",".join(map(str, sorted(open_ports)))
+            if ":" in ip:
+                ip = _inet_ntop(_AF_INET6, _inet_pton(_AF_INET6, ip))
             else:
-                ports_text = ""
-            when = timestamp_of(r.observed_at, observed, encode)
-        except InvalidResult as exc:
-            tally.reject(f"results[{seq}].{exc}")
-            continue
-        append(
-            (
-                *prefix,
-                seq,
-                flush_id,
-                execution_id,
-                ip,
-                mac,
-                hostname,
-                r.available,
-                rtt,
-                loss,
-                ports_text,
-                when,
-                received,
+                _inet_pton(_AF_INET, ip)
+        except (OSError, ValueError):
+            tally.reject(
+                f"results[{seq}].ip: {ip[:64]!r} is not an IP address"
+                if ip
+                else f"results[{seq}].ip: required"
             )
+            continue
+        mac = r.mac
+        if mac:
+            mac = mac.lower().replace("-", ":")
+            if mac_ok(mac) is None:
+                tally.reject(f"results[{seq}].mac: {mac[:64]!r} is not a MAC address")
+                continue
+        hostname = r.hostname
+        if len(hostname) > 255:
+            tally.reject(f"results[{seq}].hostname: longer than 255 characters")
+            continue
+        loss = r.icmp_packet_loss
+        if not 0.0 <= loss <= 1.0:
+            tally.reject(f"results[{seq}].icmp_packet_loss: must be between 0 and 1")
+            continue
+        rtt = r.icmp_rtt
+        rtt_us = rtt.seconds * 1_000_000 + rtt.nanos // 1000 or None
+        ports_text = ""
+        ports = r.ports
+        if ports:
+            open_ports = []
+            bad = 0
+            for p in ports:
+                number = p.port
+                if not 0 < number < 65536:
+                    bad = number or -1
+                    break
+                if p.open:
+                    open_ports.append(number)
+            if bad:
+                tally.reject(f"results[{seq}].ports[].port: {max(bad, 0)} is not a TCP port")
+                continue
+            if open_ports:
+                open_ports.sort()
+                ports_text = ",".join(map(str, open_ports))
+        seen = r.observed_at
+        seconds = seen.seconds
+        when = (
+            observed
+            if not seconds and not seen.nanos
+            else encode(_fromtimestamp(seconds + seen.nanos / 1e9, UTC))
         )
+        append((*prefix, seq, flush_id, execution_id, ip, mac, hostname, r.available, rtt_us, loss,
+                ports_text, when, received))  # fmt: skip
     tally.accepted += len(results) - tally.rejected
 
 

@@ -23,6 +23,7 @@ from srcore.domain.ingest import (
     batch_id,
     check_reopen,
 )
+from srcore.ingest.projector import Projector
 from srcore.ingest.rows import payload_results
 from srcore.ingest.writer import BatchingWriter, ChunkOutcome, PendingChunk
 from srcore.observability.metrics import INGEST_BATCHES
@@ -90,8 +91,10 @@ class IngestService:
         budget: Budget,
         limits: IngestLimits,
         clock: Callable[[], datetime],
+        projector: Projector,
     ) -> None:
         self.store = store
+        self.projector = projector
         self.writer = writer
         self.budget = budget
         self.limits = limits
@@ -110,7 +113,7 @@ class IngestService:
             previous.supersede(opening.batch_id)
         self._holders[key] = stream
         INGEST_BATCHES.labels("reopened" if record.committed_index >= 0 else "opened").inc()
-        return record, self.budget.credits(stream.tenant)
+        return record, self.budget.credits(stream.tenant, stream.chunk_rows)
 
     def release(self, stream: ResultStream, batch: str) -> None:
         """Forget that `stream` holds `batch`."""
@@ -128,6 +131,13 @@ class _Awaited:
 _END = object()
 
 
+def _observe(future: asyncio.Future[ChunkOutcome]) -> None:
+    # A stream that already ended (with an earlier error) never awaits its later chunks'
+    # futures; reading the outcome here keeps asyncio from reporting it as lost.
+    if not future.cancelled():
+        future.exception()
+
+
 def ack(
     record: BatchRecord, chunk_index: int, credits: int, outcome: ChunkOutcome | None = None
 ) -> pb.ReportResultsResponse:
@@ -140,6 +150,10 @@ def ack(
         chunk_index=chunk_index,
     )
     if outcome is not None:
+        # Each chunk's ack reports the ledger as its own commit left it, so acks of a batch
+        # count up one by one even when several chunks committed in one flush.
+        message.committed_index = outcome.committed_index
+        message.state = PB_STATES[outcome.state]
         message.accepted = outcome.accepted
         message.rejected = outcome.rejected
         message.first_reject = outcome.first_reject
@@ -156,6 +170,8 @@ class ResultStream:
         self._batches: dict[str, StreamBatch] = {}
         self._superseded: set[str] = set()
         self._queue: asyncio.Queue[object] = asyncio.Queue()
+        # Results per chunk this stream sends (its latest chunk), for sizing its window.
+        self.chunk_rows = 500
 
     def supersede(self, batch: str) -> None:
         """Another stream reopened `batch`: this one may no longer send its chunks."""
@@ -167,6 +183,7 @@ class ResultStream:
     ) -> AsyncIterator[pb.ReportResultsResponse]:
         """Acks in the order their chunks arrived; ends with the first error, after earlier acks."""
         reader = asyncio.create_task(self._read(requests))
+        self.service.budget.stream_started(self.tenant)
         try:
             while True:
                 item = await self._queue.get()
@@ -176,7 +193,7 @@ class ResultStream:
                     raise item
                 if isinstance(item, _Awaited):
                     outcome = await item.pending.future
-                    credits = self.service.budget.credits(self.tenant)
+                    credits = self.service.budget.credits(self.tenant, self.chunk_rows)
                     item.batch.allowed_max = outcome.committed_index + credits
                     yield ack(item.batch.record, item.pending.index, credits, outcome)
                 else:
@@ -184,6 +201,7 @@ class ResultStream:
                     yield item
         finally:
             reader.cancel()
+            self.service.budget.stream_ended(self.tenant)
             for batch in list(self._batches):
                 self.service.release(self, batch)
 
@@ -220,7 +238,7 @@ class ResultStream:
             raise FailedPrecondition(f"batch {chunk.batch_id!r} is not open on this stream: send open first")
         limits = self.service.limits
         if not batch.classify(chunk.index, limits):
-            credits = self.service.budget.credits(self.tenant)
+            credits = self.service.budget.credits(self.tenant, self.chunk_rows)
             self._queue.put_nowait(ack(batch.record, chunk.index, credits))
             return
         record = batch.record
@@ -242,6 +260,8 @@ class ResultStream:
             raise InvalidArgument("chunk.completion", "only the final chunk carries a completion")
         batch.next_index = chunk.index + 1
         batch.final_received = chunk.final
-        pending = PendingChunk(record, chunk.index, chunk.final, completion, chunk, max(1, len(results)))
+        self.chunk_rows = max(1, len(results))
+        pending = PendingChunk(record, chunk.index, chunk.final, completion, chunk, self.chunk_rows)
+        pending.future.add_done_callback(_observe)
         self.service.writer.submit(pending)
         self._queue.put_nowait(_Awaited(pending, batch))

@@ -125,29 +125,42 @@ class BatchingWriter:
         self._wakeup.set()
 
     def _take(self) -> list[PendingChunk]:
+        """Chunks for one flush: each waiting tenant gets an equal share of the rows first.
+
+        Max-min fairness: a tenant with less than its share leaves the rest to the others,
+        and a share is at least one chunk so every waiting tenant progresses in every flush.
+        """
         taken: list[PendingChunk] = []
         rows = 0
-        progress = True
-        while rows < self._flush_rows and progress:
-            progress = False
-            for _ in range(len(self._rotation)):
-                tenant = self._rotation[0]
-                self._rotation.rotate(-1)
-                queue = self._queues[tenant]
-                for i, pending in enumerate(queue):
-                    if pending.key not in self._busy:
-                        del queue[i]
-                        taken.append(pending)
-                        rows += pending.size
-                        progress = True
-                        break
-                if not queue:
-                    del self._queues[tenant]
-                    self._rotation.remove(tenant)
-                if rows >= self._flush_rows:
-                    break
+        share = self._flush_rows // max(1, len(self._rotation))
+        for _ in range(2):
+            for tenant in list(self._rotation):
+                rows += self._take_from(tenant, share, taken)
+            if rows >= self._flush_rows or not self._rotation:
+                break
+            # Second pass: what the first one left over goes to whoever still has work.
+            share = self._flush_rows - rows
+        # Whoever went first this time goes last next time.
+        self._rotation.rotate(-1)
         self._queued_rows -= rows
         return taken
+
+    def _take_from(self, tenant: str, share: int, taken: list[PendingChunk]) -> int:
+        queue = self._queues[tenant]
+        rows = 0
+        index = 0
+        while index < len(queue) and rows < share:
+            pending = queue[index]
+            if pending.key in self._busy:
+                index += 1
+                continue
+            del queue[index]
+            taken.append(pending)
+            rows += pending.size
+        if not queue:
+            del self._queues[tenant]
+            self._rotation.remove(tenant)
+        return rows
 
     async def _run(self) -> None:
         while True:
@@ -184,11 +197,46 @@ class BatchingWriter:
                 INGEST_INFLIGHT_ROWS.set(self._budget.total)
                 self._wakeup.set()
 
+    def _prepare(
+        self, chunks: list[PendingChunk], flush_id: int, now: datetime, received: Any
+    ) -> tuple[list[tuple[Any, ...]], list[Tally], LedgerAdvance]:
+        """Rows and counts of consecutive chunks of one batch, and the ledger move they make."""
+        record = chunks[0].record
+        encode = self._store.encode_timestamp
+        build = _ROW_BUILDERS[record.kind]
+        rows: list[tuple[Any, ...]] = []
+        tallies = []
+        for pending in chunks:
+            chunk = pending.chunk
+            observed = (
+                encode(chunk.observed_at.ToDatetime(now.tzinfo))
+                if chunk.HasField("observed_at")
+                else received
+            )
+            origin = ChunkOrigin(
+                record.tenant, record.partition, record.poller_id, record.agent_id,
+                record.batch_id, pending.index, flush_id, record.execution_id,
+            )  # fmt: skip
+            tally = Tally()
+            build(payload_results(chunk), origin, observed, received, encode, rows, tally)
+            tallies.append(tally)
+        last = chunks[-1]
+        advance = LedgerAdvance(
+            record=record,
+            previous_index=chunks[0].index - 1,
+            last_index=last.index,
+            accepted=sum(t.accepted for t in tallies),
+            rejected=sum(t.rejected for t in tallies),
+            first_reject=next((t.first_reject for t in tallies if t.first_reject), ""),
+            final=last.final,
+            completion=last.completion,
+        )
+        return rows, tallies, advance
+
     async def _flush(self, taken: list[PendingChunk]) -> None:
         started = time.perf_counter()
         now = self._clock()
-        encode = self._store.encode_timestamp
-        received = encode(now)
+        received = self._store.encode_timestamp(now)
         groups: dict[BatchKey, list[PendingChunk]] = {}
         for pending in taken:
             groups.setdefault(pending.key, []).append(pending)
@@ -198,42 +246,27 @@ class BatchingWriter:
         advances: list[tuple[LedgerAdvance, list[PendingChunk]]] = []
         async with self._store.db.begin() as conn:
             flush_id = await self._store.begin_flush(conn, now)
-            for chunks in groups.values():
-                record = chunks[0].record
-                rows: list[tuple[Any, ...]] = []
-                tallies = []
-                build = _ROW_BUILDERS[record.kind]
-                for pending in chunks:
-                    chunk = pending.chunk
-                    observed = (
-                        encode(chunk.observed_at.ToDatetime(now.tzinfo))
-                        if chunk.HasField("observed_at")
-                        else received
-                    )
-                    origin = ChunkOrigin(
-                        record.tenant, record.partition, record.poller_id, record.agent_id,
-                        record.batch_id, pending.index, flush_id, record.execution_id,
-                    )  # fmt: skip
-                    tally = Tally()
-                    build(payload_results(chunk), origin, observed, received, encode, rows, tally)
-                    tallies.append(tally)
-                last = chunks[-1]
-                advance = LedgerAdvance(
-                    record=record,
-                    previous_index=chunks[0].index - 1,
-                    last_index=last.index,
-                    accepted=sum(t.accepted for t in tallies),
-                    rejected=sum(t.rejected for t in tallies),
-                    first_reject=next((t.first_reject for t in tallies if t.first_reject), ""),
-                    final=last.final,
-                    completion=last.completion,
-                )
-                if await self._store.advance(conn, advance, now):
-                    rows_by_kind.setdefault(record.kind, []).extend(rows)
-                    outcomes.extend(zip(chunks, tallies, strict=True))
-                    advances.append((advance, chunks))
-                else:
-                    conflicts.extend(chunks)
+            for group in groups.values():
+                record = group[0].record
+                chunks = group
+                while chunks:
+                    rows, tallies, advance = self._prepare(chunks, flush_id, now, received)
+                    if await self._store.advance(conn, advance, now):
+                        rows_by_kind.setdefault(record.kind, []).extend(rows)
+                        outcomes.extend(zip(chunks, tallies, strict=True))
+                        advances.append((advance, chunks))
+                        break
+                    # Another stream moved the ledger (the edge reconnected while its old
+                    # stream still had chunks in flight). What it committed is acknowledged as
+                    # a duplicate; the rest goes on from the new committed index if it can.
+                    await self._store.refresh(conn, record)
+                    conflicts.extend(p for p in chunks if p.index <= record.committed_index)
+                    chunks = [p for p in chunks if p.index > record.committed_index]
+                    if chunks and (
+                        chunks[0].index != record.committed_index + 1 or record.state != BatchState.OPEN
+                    ):
+                        conflicts.extend(chunks)
+                        break
             for kind, rows in rows_by_kind.items():
                 await self._store.write_rows(conn, kind, rows)
         for advance, _chunks in advances:
@@ -250,13 +283,24 @@ class BatchingWriter:
             if tally.rejected:
                 INGEST_RESULTS.labels(pending.record.kind.value, "rejected").inc(tally.rejected)
             state = BatchState.COMMITTED if pending.final else BatchState.OPEN
-            pending.future.set_result(
-                ChunkOutcome(pending.index, tally.accepted, tally.rejected, tally.first_reject, state)
-            )
+            # A stream whose client went away cancelled its wait; the chunk is committed anyway.
+            if not pending.future.done():
+                pending.future.set_result(
+                    ChunkOutcome(pending.index, tally.accepted, tally.rejected, tally.first_reject, state)
+                )
         for pending in conflicts:
-            pending.future.set_exception(
-                Aborted(f"batch {pending.record.batch_id} was written by another stream: reopen it to resume")
-            )
+            if pending.future.done():
+                continue
+            if pending.index <= pending.record.committed_index:
+                # The superseded stream committed this very chunk first: it is stored, so
+                # acknowledge it as the duplicate it is.
+                pending.future.set_result(ChunkOutcome(pending.index, 0, 0, "", pending.record.state))
+            else:
+                pending.future.set_exception(
+                    Aborted(
+                        f"batch {pending.record.batch_id} was written by another stream: reopen it to resume"
+                    )
+                )
         INGEST_FLUSH_ROWS.observe(sum(p.size for p in taken))
         INGEST_FLUSH_SECONDS.observe(time.perf_counter() - started)
         if self._on_flush is not None:

@@ -1,0 +1,192 @@
+"""Ingest benchmark: ReportResults end to end against the raw limits of this machine.
+
+    python -m bench.ingest [--results 300000] [--streams 1,10,100] [--per-chunk 500,2000]
+                           [--stores postgres,sqlite] [--rss 1000000,10000000]
+
+In one run, on the same generated data:
+  (a) raw gRPC streaming: a server that parses each chunk and discards it;
+  (b) raw PostgreSQL binary COPY of the same rows from Python (psycopg);
+  (c) end to end through `srcore serve` into PostgreSQL and into SQLite,
+      with 1, 10 and 100 concurrent streams at 500 and 2,000 results per chunk.
+The load generator is another process that assembles chunks from pre-serialised payloads.
+Prints results/s, ack latency p50/p99, server peak RSS, and the ratio (c)/(b).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from bench.common import free_port, peak_rss_mib, start_core
+from bench.ingest_client import payloads
+from serviceradar.edge.v1 import results_pb2 as rpb
+from srcore.domain.ingest import ResultKind
+from srcore.ingest.rows import ChunkOrigin, Tally, sweep_rows
+from srcore.security.pki import ensure_dev_pki
+from srcore.store.database import Database
+from srcore.store.ingest import COPY_TYPES, TABLES
+
+
+def run_client(address: str, pki: Path, streams: int, per_chunk: int, results: int) -> dict[str, float]:
+    """Run the load generator in its own process; returns its figures."""
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.ingest_client", "--address", address, "--pki", str(pki),
+         "--streams", str(streams), "--per-chunk", str(per_chunk), "--results", str(results)],
+        capture_output=True, text=True, check=False, timeout=3600,
+    )  # fmt: skip
+    if out.returncode != 0:
+        raise RuntimeError(f"load generator failed:\n{out.stderr}")
+    figures: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
+    return figures
+
+
+def reset_peak_rss(pid: int) -> None:
+    """Reset the process's peak RSS (VmHWM) so each scenario reports its own peak."""
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
+
+
+def line(label: str, figures: dict[str, float], rss: float | None = None) -> str:
+    """One printed row of figures."""
+    text = (
+        f"{label:<42} {figures['rate']:>10,.0f} results/s   ack p50 {figures['p50'] * 1000:6.1f} ms"
+        f"   p99 {figures['p99'] * 1000:7.1f} ms"
+    )
+    return text + (f"   server peak RSS {rss:6.0f} MiB" if rss is not None else "")
+
+
+def copy_rows(per_chunk: int) -> list[tuple[Any, ...]]:
+    """The rows the server would write for the payload pool (same conversion code)."""
+    rows: list[tuple[Any, ...]] = []
+    now = datetime.now(UTC)
+    for p, payload in enumerate(payloads(per_chunk)):
+        results = rpb.SweepHostResults.FromString(payload).results
+        origin = ChunkOrigin("default", "bench", "demo", "", str(uuid.uuid4()), p, 1)
+        sweep_rows(results, origin, now, now, lambda d: d, rows, Tally())
+    return rows
+
+
+async def raw_copy(url: str, total: int) -> float:
+    """Rows per second of binary COPY into sweep_host_results, from Python."""
+    db = Database(url)
+    await db.migrate()
+    await db.dispose()
+    rows = copy_rows(500)
+    table, columns = TABLES[ResultKind.SWEEP_HOSTS]
+    statement = f"COPY {table} ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)"
+    written = 0
+    async with await psycopg.AsyncConnection.connect(url) as conn:
+        started = time.perf_counter()
+        while written < total:
+            async with conn.cursor() as cursor, cursor.copy(statement) as copy:
+                copy.set_types(COPY_TYPES[ResultKind.SWEEP_HOSTS])
+                for row in rows:
+                    await copy.write_row(row)
+            await conn.commit()
+            written += len(rows)
+        elapsed = time.perf_counter() - started
+    return written / elapsed
+
+
+def create_database(admin_url: str) -> str:
+    """A fresh PostgreSQL database; returns its URL."""
+    name = f"srcore_bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return admin_url.rsplit("/", 1)[0] + f"/{name}"
+
+
+def drop_database(admin_url: str, url: str) -> None:
+    """Drop a database made by create_database."""
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
+
+
+def main() -> None:
+    """Run every scenario and print the figures."""
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--results", type=int, default=300_000, help="results per scenario")
+    parser.add_argument("--streams", default="1,10,100")
+    parser.add_argument("--per-chunk", default="500,2000")
+    parser.add_argument("--stores", default="postgres,sqlite")
+    parser.add_argument("--rss", default="", help="e.g. 1000000,10000000: peak RSS at growing volumes")
+    parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    args = parser.parse_args()
+    streams = [int(s) for s in args.streams.split(",")]
+    sizes = [int(s) for s in args.per_chunk.split(",")]
+    work = Path(tempfile.mkdtemp(prefix="srcore-ingest-bench-"))
+    try:
+        pki = ensure_dev_pki(work / "pki").directory
+        print(f"ingest benchmark: {args.results:,} results per scenario\n")
+
+        port = free_port()
+        raw = subprocess.Popen([sys.executable, "-m", "bench.raw_stream_server", str(port), str(pki)],
+                               stdout=subprocess.PIPE)  # fmt: skip
+        try:
+            assert raw.stdout is not None
+            raw.stdout.readline()
+            for size in sizes:
+                for n in streams:
+                    figures = run_client(f"127.0.0.1:{port}", pki, n, size, args.results)
+                    print(line(f"(a) raw gRPC, {n} streams x {size}/chunk", figures))
+        finally:
+            raw.terminate()
+            raw.wait()
+
+        url = create_database(args.postgres)
+        try:
+            copy_rate = asyncio.run(raw_copy(url, max(args.results, 500_000)))
+        finally:
+            drop_database(args.postgres, url)
+        print(f"{'(b) raw PostgreSQL binary COPY from Python':<42} {copy_rate:>10,.0f} rows/s\n")
+
+        for store in args.stores.split(","):
+            env: dict[str, str] = {}
+            url = ""
+            if store == "postgres":
+                url = create_database(args.postgres)
+                env["SRCORE_DATABASE_URL"] = url
+            data = work / store
+            data.mkdir()
+            shutil.copytree(pki, data / "pki")
+            port = free_port()
+            core = start_core(data, port, env)
+            try:
+                for size in sizes:
+                    for n in streams:
+                        reset_peak_rss(core.pid)
+                        figures = run_client(f"127.0.0.1:{port}", data / "pki", n, size, args.results)
+                        ratio = f"   (c)/(b) {figures['rate'] / copy_rate:.2f}" if store == "postgres" else ""
+                        print(
+                            line(f"(c) {store}, {n} streams x {size}/chunk", figures, peak_rss_mib(core.pid))
+                            + ratio
+                        )
+                for volume in [int(v) for v in args.rss.split(",") if v]:
+                    reset_peak_rss(core.pid)
+                    figures = run_client(f"127.0.0.1:{port}", data / "pki", 10, 500, volume)
+                    print(line(f"(c) {store}, {volume:,} results, 10 x 500", figures, peak_rss_mib(core.pid)))
+            finally:
+                core.terminate()
+                core.wait(timeout=60)
+                if url:
+                    drop_database(args.postgres, url)
+            print()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
