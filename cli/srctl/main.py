@@ -8,7 +8,20 @@ import sys
 
 import grpc
 
-from srctl import cluster, edge, pollers
+from srctl import (
+    audit,
+    batches,
+    cluster,
+    contexts,
+    edge,
+    events,
+    packages,
+    partitions,
+    pollers,
+    results,
+    tenants,
+    tokens,
+)
 from srctl.command import Context, Handler
 from srctl.connection import add_connection_flags
 from srctl.errors import EXIT_CODES_HELP, ExitCode, UsageError, report_rpc_error, report_usage_error
@@ -16,15 +29,17 @@ from srctl.output import Format, Printer, make_console
 
 DESCRIPTION = """\
 srctl drives ServiceRadar Core through its public gRPC API: cluster status, pollers and
-agents, and the edge calls a poller makes. Commands read 'srctl NOUN VERB [flags]'; global
-flags may come before or after the noun and verb."""
+agents, result batches and stored results, and the edge calls a poller makes. Commands read
+'srctl NOUN VERB [flags]'; global flags may come before or after the noun and verb."""
 
 EPILOG = f"""\
 connection:
   Flags win over environment variables: SRCTL_SERVER, SRCTL_CACERT, SRCTL_CERT, SRCTL_KEY,
   SRCTL_DATA_DIR, SRCTL_TOKEN. With --data-dir DIR, DIR/pki/ca.pem verifies the server and
   DIR/pki/operator.pem (edge commands: edge-default-demo.pem) with its -key.pem is the client
-  certificate, for whichever of --cacert/--cert/--key is not given.
+  certificate, for whichever of --cacert/--cert/--key is not given. Environment variables
+  win over the saved context (--context NAME, SRCTL_CONTEXT, else the current one; see
+  `srctl context`). A token alone needs the core's token port (admin_listen) and --cacert.
 
 output:
   -o table (default) is for people. -o json and -o yaml print the RPC response in the proto3
@@ -37,7 +52,9 @@ examples:
   srctl --data-dir ./data cluster status
   srctl pollers list --state degraded -o json
   srctl pollers get demo --server core.example.net:50051 --token "$TOKEN"
-  srctl edge health --poller demo --register --partition dc1 --count 3"""
+  srctl edge health --poller demo --register --partition dc1 --count 3
+  srctl edge push --synthetic-hosts 5000 --partition dc1
+  srctl batches list --state open"""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     # and `srctl pollers list -o json` both work; see add_connection_flags on defaults.
     common = argparse.ArgumentParser(add_help=False)
     add_connection_flags(common)
+    contexts.add_context_flag(common)
     common.add_argument(
         "-o",
         "--output",
@@ -61,7 +79,20 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
     )
     nouns = parser.add_subparsers(dest="noun", required=True, metavar="NOUN")
-    for module in (cluster, pollers, edge):
+    for module in (
+        cluster,
+        pollers,
+        events,
+        edge,
+        batches,
+        results,
+        tenants,
+        partitions,
+        tokens,
+        packages,
+        audit,
+        contexts,
+    ):
         module.register(nouns, common)
     return parser
 

@@ -16,24 +16,54 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 import srcore
 from serviceradar.admin.v1 import (
+    audit_service_pb2,
+    audit_service_pb2_grpc,
+    batch_service_pb2,
+    batch_service_pb2_grpc,
     cluster_service_pb2,
     cluster_service_pb2_grpc,
+    event_service_pb2,
+    event_service_pb2_grpc,
+    package_service_pb2,
+    package_service_pb2_grpc,
+    partition_service_pb2,
+    partition_service_pb2_grpc,
     poller_service_pb2,
     poller_service_pb2_grpc,
+    result_service_pb2,
+    result_service_pb2_grpc,
+    tenant_service_pb2,
+    tenant_service_pb2_grpc,
+    token_service_pb2,
+    token_service_pb2_grpc,
 )
 from serviceradar.edge.v1 import edge_service_pb2, edge_service_pb2_grpc
+from srcore.api.access import Access
+from srcore.api.audit import AuditServicer
+from srcore.api.authz import AuthzInterceptor
+from srcore.api.batches import BatchServicer
 from srcore.api.cluster import ClusterServicer
 from srcore.api.edge import EdgeServicer
+from srcore.api.events import EventServicer
 from srcore.api.interceptors import ServerInterceptor
+from srcore.api.packages import PackageServicer
+from srcore.api.partitions import PartitionServicer
 from srcore.api.pollers import PollerServicer
+from srcore.api.reflection import DocumentedReflection
+from srcore.api.results import ResultServicer
+from srcore.api.tenants import TenantServicer
+from srcore.api.tokens import TokenServicer
 from srcore.coord.local import LocalCoordinator
 from srcore.domain.coordination import Coordinator, ReplicaInfo
 from srcore.domain.ingest import Budget, IngestLimits
 from srcore.domain.registry import RegistryService
+from srcore.events.config import EventConfig
+from srcore.events.runtime import EventsRuntime
+from srcore.ingest.projector import Projector
 from srcore.ingest.stream import IngestService
 from srcore.ingest.writer import BatchingWriter
 from srcore.observability.metrics import HEARTBEAT_FLUSHES, serve_metrics
@@ -50,6 +80,14 @@ SERVICE_NAMES = (
     edge_service_pb2.DESCRIPTOR.services_by_name["EdgeService"].full_name,
     cluster_service_pb2.DESCRIPTOR.services_by_name["ClusterService"].full_name,
     poller_service_pb2.DESCRIPTOR.services_by_name["PollerService"].full_name,
+    batch_service_pb2.DESCRIPTOR.services_by_name["BatchService"].full_name,
+    result_service_pb2.DESCRIPTOR.services_by_name["ResultService"].full_name,
+    event_service_pb2.DESCRIPTOR.services_by_name["EventService"].full_name,
+    tenant_service_pb2.DESCRIPTOR.services_by_name["TenantService"].full_name,
+    partition_service_pb2.DESCRIPTOR.services_by_name["PartitionService"].full_name,
+    token_service_pb2.DESCRIPTOR.services_by_name["TokenService"].full_name,
+    package_service_pb2.DESCRIPTOR.services_by_name["PackageService"].full_name,
+    audit_service_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name,
 )
 HEALTH_PROBE_INTERVAL = 2.0
 
@@ -117,10 +155,17 @@ def build_ingest(settings: Settings, db: Database) -> IngestService:
     store = IngestStore(db)
     # SQLite has one writer at a time; PostgreSQL overlaps one flush's commit with the next's build.
     writers = settings.ingest_writers or (2 if db.is_postgres else 1)
+    projector = Projector(db)
     writer = BatchingWriter(
-        store, budget, utcnow, settings.ingest_flush_results, settings.ingest_flush_delay, writers
+        store,
+        budget,
+        utcnow,
+        settings.ingest_flush_results,
+        settings.ingest_flush_delay,
+        writers,
+        on_flush=projector.notify,
     )
-    return IngestService(store, writer, budget, limits, utcnow)
+    return IngestService(store, writer, budget, limits, utcnow, projector)
 
 
 class CoreApp:
@@ -137,6 +182,9 @@ class CoreApp:
         )
         self.coordinator = build_coordinator(settings)
         self.pollers = PollerRepository(self.db)
+        self.events = EventsRuntime(
+            self.db, self.coordinator, EventConfig.from_settings(settings), self.replica_id
+        )
         self.ingest = build_ingest(settings, self.db)
         self.registry = RegistryService(
             store=self.pollers,
@@ -147,9 +195,11 @@ class CoreApp:
             heartbeat_timeout=settings.heartbeat_timeout,
             fencing_token=self._fencing_token,
         )
+        self.access = Access(self.db, settings, utcnow, self.replica_id, self._fencing_token)
         self.health = health_aio.HealthServicer()
         self.server: grpc.aio.Server | None = None
         self.port = 0
+        self.admin_port = 0
         self.metrics_port = 0
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
@@ -174,11 +224,9 @@ class CoreApp:
         )
 
     async def _events_probe(self) -> cluster_service_pb2.DependencyHealth:
+        health = await self.events.health()
         return cluster_service_pb2.DependencyHealth(
-            name="events",
-            backend="outbox",
-            healthy=True,
-            detail="events stay in the outbox (no NATS configured)",
+            name="events", backend=health.backend, healthy=health.healthy, detail=health.detail
         )
 
     async def start(self) -> None:
@@ -186,9 +234,12 @@ class CoreApp:
         settings = self.settings
         await self.db.migrate()
         self.ingest.writer.start()
+        self.ingest.projector.start()
         await self.pollers.ensure_tenant("default", utcnow())
         tls = tls_material(settings)
-        server = grpc.aio.server(interceptors=[ServerInterceptor()], options=grpc_options(settings))
+        # ServerInterceptor is outermost, so it maps the authz interceptor's errors to statuses.
+        interceptors = [ServerInterceptor(), AuthzInterceptor(self.access, settings.trust_domain)]
+        server = grpc.aio.server(interceptors=interceptors, options=grpc_options(settings))
         edge_service_pb2_grpc.add_EdgeServiceServicer_to_server(
             EdgeServicer(self.registry, self.ingest, settings.trust_domain, utcnow), server
         )
@@ -197,30 +248,59 @@ class CoreApp:
                 self.coordinator,
                 self.replica_id,
                 [self._store_probe, self._coordination_probe, self._events_probe],
-                settings.trust_domain,
             ),
             server,
         )
-        poller_service_pb2_grpc.add_PollerServiceServicer_to_server(
-            PollerServicer(self.pollers, settings.trust_domain), server
+        poller_service_pb2_grpc.add_PollerServiceServicer_to_server(PollerServicer(self.pollers), server)
+        event_service_pb2_grpc.add_EventServiceServicer_to_server(
+            EventServicer(
+                self.events.outbox, self.events.signal, settings.events_poll_interval, settings.trust_domain
+            ),
+            server,
         )
+        batch_service_pb2_grpc.add_BatchServiceServicer_to_server(
+            BatchServicer(self.ingest.store, settings.trust_domain), server
+        )
+        result_service_pb2_grpc.add_ResultServiceServicer_to_server(
+            ResultServicer(self.db, settings.trust_domain), server
+        )
+        tenant_service_pb2_grpc.add_TenantServiceServicer_to_server(TenantServicer(self.access), server)
+        partition_service_pb2_grpc.add_PartitionServiceServicer_to_server(
+            PartitionServicer(self.access), server
+        )
+        token_service_pb2_grpc.add_TokenServiceServicer_to_server(TokenServicer(self.access), server)
+        package_service_pb2_grpc.add_PackageServiceServicer_to_server(PackageServicer(self.access), server)
+        audit_service_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(self.access), server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        reflection.enable_server_reflection(
-            (
-                *SERVICE_NAMES,
-                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                reflection.SERVICE_NAME,
+        reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
+            DocumentedReflection(
+                (
+                    *SERVICE_NAMES,
+                    health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                    reflection.SERVICE_NAME,
+                )
             ),
             server,
         )
-        # Every connection is mutual TLS: grpc python cannot ask for an optional client
-        # certificate (False means "never request one"), so client auth is always required.
+        # The main port is mutual TLS: grpc python cannot ask for an optional client certificate
+        # (False means "never request one"), so client auth is always required there.
         credentials = server_credentials(tls.cert, tls.key, tls.client_ca, require_client_auth=True)
         self.port = server.add_secure_port(settings.listen, credentials)
         if self.port == 0:
             raise OSError(f"cannot listen on {settings.listen}")
+        if settings.admin_listen:
+            # Token-only callers: server TLS, no client certificate, so every call there is
+            # anonymous until its bearer token says otherwise (docs/security.md).
+            admin_credentials = server_credentials(
+                tls.cert, tls.key, tls.client_ca, require_client_auth=False
+            )
+            self.admin_port = server.add_secure_port(settings.admin_listen, admin_credentials)
+            if self.admin_port == 0:
+                raise OSError(f"cannot listen on {settings.admin_listen}")
+        self.access.prepare(tls.client_ca, self.port)
         host = settings.listen.rpartition(":")[0]
         address = settings.advertise_address or f"{host}:{self.port}"
+        self.events.start()
         await self.coordinator.start(ReplicaInfo(self.replica_id, address, srcore.__version__, time.time()))
         await server.start()
         self.server = server
@@ -231,6 +311,7 @@ class CoreApp:
             asyncio.create_task(self._health_loop(), name="health-probe"),
             asyncio.create_task(self._flush_loop(), name="heartbeat-flush"),
             asyncio.create_task(self._batch_expiry_loop(), name="batch-expiry"),
+            asyncio.create_task(self.access.run(self._stopping, self.coordinator), name="access"),
         ]
         log.info("replica %s serving on %s (store %s, coordination %s)",
                  self.replica_id, address, self.db.dialect, self.coordinator.backend)  # fmt: skip
@@ -297,10 +378,13 @@ class CoreApp:
             await self.health.enter_graceful_shutdown()
             await self.server.stop(self.settings.grace_period)
         await self.ingest.writer.stop()
+        await self.ingest.projector.stop()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._flush_once()
+        await self.access.flush_last_used()
         await self.coordinator.close()
+        await self.events.stop()
         await self.db.dispose()
         log.info("replica %s stopped", self.replica_id)

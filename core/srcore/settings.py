@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, get_type_hints
 
 from srcore.domain.errors import InvalidArgument
+from srcore.events.config import EventConfig
 
 
 @dataclass(slots=True)
@@ -27,16 +28,37 @@ class Settings:
     etcd_prefix: str = "/serviceradar/"
     lease_ttl: float = 10.0
     nats_url: str = ""
+    nats_stream: str = "SR_INFRA"
+    events_subject_prefix: str = "sr.infra"
+    events_encoding: str = "protobuf"
+    events_max_age: float = 7 * 86400.0
+    events_max_bytes: int = -1
+    events_max_msgs: int = -1
+    events_duplicate_window: float = 120.0
+    events_outbox_retention: float = 7 * 86400.0
+    events_relay_batch_size: int = 1000
+    events_relay_max_in_flight: int = 1000
+    events_publish_timeout: float = 5.0
+    events_poll_interval: float = 1.0
     tls_cert: str = ""
     tls_key: str = ""
     tls_client_ca: str = ""
     trust_domain: str = "serviceradar"
+    admin_listen: str = ""
+    secret_keys: list[str] = field(default_factory=list)
+    auth_cache_ttl: float = 5.0
+    package_ttl: float = 86400.0
+    package_cert_days: int = 365
+    package_ca_cert: str = ""
+    package_ca_key: str = ""
+    package_server_ca: str = ""
+    package_core_address: str = ""
     heartbeat_interval: float = 10.0
     heartbeat_timeout: float = 30.0
     heartbeat_flush_interval: float = 1.0
     max_message_bytes: int = 4 * 1024 * 1024
     grace_period: float = 10.0
-    ingest_credit_window: int = 8
+    ingest_credit_window: int = 32
     ingest_max_results_per_chunk: int = 10_000
     ingest_max_chunks_per_batch: int = 1_000_000
     ingest_global_budget: int = 400_000
@@ -65,7 +87,27 @@ class Settings:
             raise InvalidArgument("max_message_bytes", "must be at least 1024")
         if self.log_format not in ("text", "json"):
             raise InvalidArgument("log_format", "must be 'text' or 'json'")
+        EventConfig.from_settings(self)
+        self._validate_access()
         return self
+
+    def _validate_access(self) -> None:
+        # Imported here so that reading settings (e.g. for `srcore --help`) does not load the
+        # cryptography library.
+        from srcore.security.crypto import keyring
+
+        if self.admin_listen and self.admin_listen == self.listen and not self.listen.endswith(":0"):
+            raise InvalidArgument("admin_listen", "must differ from listen")
+        if self.secret_keys:
+            keyring(self.secret_keys)
+        if self.auth_cache_ttl < 0:
+            raise InvalidArgument("auth_cache_ttl", "must not be negative")
+        if not 60 <= self.package_ttl <= 30 * 86400:
+            raise InvalidArgument("package_ttl", "must be between 60 seconds and 30 days")
+        if self.package_cert_days < 1:
+            raise InvalidArgument("package_cert_days", "must be at least 1")
+        if bool(self.package_ca_cert) != bool(self.package_ca_key):
+            raise InvalidArgument("package_ca_cert", "package_ca_cert and package_ca_key go together")
 
 
 def _coerce(name: str, kind: Any, raw: Any) -> Any:

@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from srcore.domain.model import Transition
+from srcore.events.outbox import write_events
 from srcore.store.tables import state_transitions
 
 
@@ -38,3 +39,4 @@ async def record_transitions(
         await conn.execute(
             state_transitions.insert(), [transition_row(t, replica_id, fencing_token) for t in transitions]
         )
+        await write_events(conn, transitions, replica_id, fencing_token)
