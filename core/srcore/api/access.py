@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -19,7 +20,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Generic, TypeVar
 
-from srcore.domain.coordination import Coordinator
+from srcore.domain.coordination import LeaderInfo
 from srcore.domain.errors import FailedPrecondition, PermissionDenied, Unauthenticated
 from srcore.domain.packages import Package, admit_edge, serial_hex
 from srcore.domain.tenancy import ApiToken, AuditEvent, TenantState
@@ -173,7 +174,16 @@ class Authenticator:
 
 class EdgeGate:
     """What every edge call passes: an active tenant and, for a package certificate, a package
-    that is delivered or activated (the revocation list is the packages table)."""
+    that is delivered or activated (the revocation list is the packages table).
+
+    The packages are held in memory, keyed by certificate serial, and refreshed with the rows
+    changed since the last refresh once the index is `ttl` seconds old, so an edge call never
+    waits on the store (heartbeats at fleet scale must not cost a query each) and a revocation
+    made on any replica is enforced everywhere within about `ttl`.
+    """
+
+    # Rows committed a little after the clock time they carry are still picked up.
+    OVERLAP = timedelta(seconds=30)
 
     def __init__(
         self,
@@ -185,14 +195,37 @@ class EdgeGate:
         self._packages = packages_repo
         self._tenants = tenant_states
         self._clock = clock
-        self._cache: TtlCache[str, Package | None] = TtlCache(ttl)
+        self._ttl = ttl
+        self._index: dict[str, Package] = {}
+        self._loaded_at: datetime | None = None
+        self._refreshed = -math.inf
+        self._refreshing: asyncio.Task[None] | None = None
+        self._stale = False
+
+    async def _refresh(self) -> None:
+        started = self._clock()
+        since = self._loaded_at - self.OVERLAP if self._loaded_at is not None else None
+        for package in await self._packages.changed_since(since):
+            self._index[package.cert_serial] = package
+        self._loaded_at = started
+        self._refreshed = time.monotonic()
 
     async def _package(self, serial: str) -> Package | None:
-        hit, package = self._cache.get(serial)
-        if not hit:
-            package = await self._packages.by_serial(serial)
-            self._cache.put(serial, package)
-        return package
+        if self._loaded_at is None or self._stale:
+            self._stale = False
+            await self._refresh()
+        elif time.monotonic() - self._refreshed >= self._ttl and self._refreshing is None:
+            # Refresh in the background: callers meanwhile use an index at most ~ttl old.
+            self._refreshing = asyncio.create_task(self._refresh_in_background())
+        return self._index.get(serial)
+
+    async def _refresh_in_background(self) -> None:
+        try:
+            await self._refresh()
+        except Exception as exc:
+            log.warning("package index refresh failed, will retry: %s", exc)
+        finally:
+            self._refreshing = None
 
     async def admit(self, identity: PeerIdentity) -> None:
         """Refuse an edge whose tenant is not active or whose package certificate is not good."""
@@ -216,12 +249,13 @@ class EdgeGate:
         if package is None or package.activated_at is not None:
             return None
         activated = await self._packages.activate(serial, self._clock())
-        self._cache.forget(serial)
+        if activated is not None:
+            self._index[serial] = activated
         return activated
 
     def forget(self, serial: str) -> None:
-        """Drop a cached package after its state changed on this replica."""
-        self._cache.forget(serial)
+        """A package changed on this replica: the next edge call re-reads the index first."""
+        self._stale = True
 
 
 class AuditLog:
@@ -326,28 +360,23 @@ class Access:
         except Exception as exc:
             log.warning("token last-use write failed, will retry: %s", type(exc).__name__)
 
-    async def expire_packages(self, fencing_token: int) -> list[Package]:
-        """Expire pending packages past their TTL (leader only); returns those expired."""
-        expired = await self.packages.expire_due(self.clock(), fencing_token)
+    async def expire_packages(self, leader: LeaderInfo) -> list[Package]:
+        """Expire pending packages past their TTL (a leader job); returns those expired.
+
+        Raises Fenced when a later leadership has written (this replica was deposed).
+        """
+        expired = await self.packages.expire_due(self.clock(), leader)
         for package in expired:
             self.edge_gate.forget(package.cert_serial)
         if expired:
             log.info("expired %d onboarding packages", len(expired))
         return expired
 
-    async def run(self, stopping: asyncio.Event, coordinator: Coordinator) -> None:
-        """Background work until `stopping`: last-use flushes, and the package expiry sweep
-        while this replica leads."""
-        next_sweep = 0.0
+    async def run(self, stopping: asyncio.Event) -> None:
+        """Background work until `stopping`: token last-use flushes. (The package expiry sweep
+        is a leader job: app.py runs `expire_packages` every EXPIRY_SWEEP_INTERVAL.)"""
         while not stopping.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stopping.wait(), LAST_USED_FLUSH_INTERVAL)
+                async with asyncio.timeout(LAST_USED_FLUSH_INTERVAL):
+                    await stopping.wait()
             await self.flush_last_used()
-            leader = coordinator.leader()
-            if time.monotonic() < next_sweep or leader is None or not coordinator.is_leader():
-                continue
-            next_sweep = time.monotonic() + EXPIRY_SWEEP_INTERVAL
-            try:
-                await self.expire_packages(leader.fencing_token)
-            except Exception as exc:
-                log.warning("package expiry sweep failed, will retry: %s", exc)

@@ -14,10 +14,12 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from srcore.domain.coordination import LeaderInfo
 from srcore.domain.errors import FailedPrecondition, NotFound
 from srcore.domain.model import Transition
 from srcore.domain.packages import PENDING, Package, PackageState, check_transition
 from srcore.store.database import Database
+from srcore.store.fence import hold_fence
 from srcore.store.pollers import utc
 from srcore.store.tables import onboarding_packages as packages
 from srcore.store.tables import tenants
@@ -125,6 +127,15 @@ class PackageRepository:
     async def by_serial(self, serial: str) -> Package | None:
         """The package whose certificate has this serial, or None (not a package certificate)."""
         return await self._one(packages.c.cert_serial == serial)
+
+    async def changed_since(self, since: datetime | None) -> list[Package]:
+        """Packages updated at or after `since` (all of them when None), for the edge gate's index."""
+        query = sa.select(*_PUBLIC)
+        if since is not None:
+            query = query.where(packages.c.updated_at >= since)
+        async with self._db.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [_package(row) for row in rows]
 
     async def download_digest(self, download_id: str) -> tuple[Package, str] | None:
         """The package of a download token id and the digest its token must match.
@@ -292,12 +303,12 @@ class PackageRepository:
             await self._record(conn, transitions, None)
         return (await self.get(package_id)) or package
 
-    async def expire_due(self, now: datetime, fencing_token: int) -> list[Package]:
+    async def expire_due(self, now: datetime, leader: LeaderInfo) -> list[Package]:
         """Expire pending packages past their TTL (the leader's sweep); returns those expired.
 
         Each update repeats the conditions it selected on, so a package downloaded, activated or
-        revoked meanwhile is left alone, and a sweep run twice (a deposed leader waking up late)
-        expires nothing twice.
+        revoked meanwhile is left alone, and the transaction passes the leadership fence, so a
+        deposed leader waking up late expires nothing (Fenced).
         """
         pending = [s.value for s in PENDING]
         expired: list[Package] = []
@@ -335,5 +346,6 @@ class PackageRepository:
                             now,
                         )
                     )
-            await self._record(conn, transitions, fencing_token)
+            await hold_fence(conn, leader, now)
+            await self._record(conn, transitions, leader.fencing_token)
         return expired
