@@ -13,6 +13,7 @@ from google.rpc import error_details_pb2, status_pb2
 from serviceradar.edge.v1 import edge_service_pb2 as pb
 from serviceradar.edge.v1 import edge_service_pb2_grpc as pb_grpc
 from serviceradar.edge.v1 import results_pb2 as rpb
+from srcore.domain.ingest import BatchRecord, BatchState, IngestLimits, ResultKind, StreamBatch
 from tests.helpers.core import running_core
 from tests.helpers.db import count_rows
 from tests.helpers.results import RawStream, host, new_batch_id, open_sweep, sweep_chunk
@@ -238,7 +239,9 @@ async def test_a_half_open_batch_expires_and_can_no_longer_be_resumed(tmp_path: 
             await stream.ack()
             stream.close()
             await asyncio.sleep(0.3)
-            assert await core.app.expire_batches() == 1
+            leader = core.app.coordinator.leader()
+            assert leader is not None
+            assert await core.app.expire_batches(leader) == 1
             again = RawStream(stub)
             again.send(open_sweep(batch))
             error = await failure(again)
@@ -278,3 +281,13 @@ async def test_sweep_results_become_latest_host_state_and_close_the_execution(
     assert (
         await count_rows(db, "sweep_executions", "WHERE execution_id = 'exec-1' AND state = 'completed'") == 1
     )
+
+
+def test_a_smaller_window_never_takes_back_credit_already_granted() -> None:
+    record = BatchRecord("t", "p", "b", ResultKind.SWEEP_HOSTS, "", "dc1", 0, -1, BatchState.OPEN)
+    batch = StreamBatch.opened(record, credits=32)
+    batch.next_index = 20
+    batch.grant(committed_index=0, credits=4)  # the server got busy: the window shrank
+    record.committed_index = 0
+    # Chunk 20 was sent under the first grant (up to 31): still accepted.
+    assert batch.classify(20, IngestLimits()) is True

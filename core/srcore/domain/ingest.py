@@ -133,6 +133,11 @@ class StreamBatch:
             final_received=record.state == BatchState.COMMITTED,
         )
 
+    def grant(self, committed_index: int, credits: int) -> None:
+        """Record the window an ack grants. A smaller window never takes back credit already
+        granted: chunks the client sent under an earlier ack stay acceptable."""
+        self.allowed_max = max(self.allowed_max, committed_index + credits)
+
     def classify(self, index: int, limits: IngestLimits) -> bool:
         """Check a chunk's index. True: new, store it. False: a duplicate, acknowledge again.
 

@@ -194,7 +194,7 @@ class ResultStream:
                 if isinstance(item, _Awaited):
                     outcome = await item.pending.future
                     credits = self.service.budget.credits(self.tenant, self.chunk_rows)
-                    item.batch.allowed_max = outcome.committed_index + credits
+                    item.batch.grant(outcome.committed_index, credits)
                     yield ack(item.batch.record, item.pending.index, credits, outcome)
                 else:
                     assert isinstance(item, pb.ReportResultsResponse)
