@@ -200,24 +200,46 @@ class EdgeGate:
         self._loaded_at: datetime | None = None
         self._refreshed = -math.inf
         self._refreshing: asyncio.Task[None] | None = None
+        self._refresh_lock = asyncio.Lock()
+        self._sync_refresh: asyncio.Future[None] | None = None
         self._stale = False
 
     async def _refresh(self) -> None:
-        started = self._clock()
-        since = self._loaded_at - self.OVERLAP if self._loaded_at is not None else None
-        for package in await self._packages.changed_since(since):
-            self._index[package.cert_serial] = package
-        self._loaded_at = started
-        self._refreshed = time.monotonic()
+        # One refresh at a time: a slow one finishing after a newer one must not put back
+        # older states (a revocation would be undone on this replica until the next refresh).
+        async with self._refresh_lock:
+            started = self._clock()
+            since = self._loaded_at - self.OVERLAP if self._loaded_at is not None else None
+            for package in await self._packages.changed_since(since):
+                known = self._index.get(package.cert_serial)
+                if known is None or known.updated_at <= package.updated_at:
+                    self._index[package.cert_serial] = package
+            self._loaded_at = started
+            self._refreshed = time.monotonic()
 
     async def _package(self, serial: str) -> Package | None:
-        if self._loaded_at is None or self._stale:
-            self._stale = False
-            await self._refresh()
+        if self._loaded_at is None or self._stale or self._sync_refresh is not None or self._ttl <= 0:
+            # First use, a change made here, or no caching wanted: read before answering.
+            await self._refresh_now()
         elif time.monotonic() - self._refreshed >= self._ttl and self._refreshing is None:
             # Refresh in the background: callers meanwhile use an index at most ~ttl old.
             self._refreshing = asyncio.create_task(self._refresh_in_background())
         return self._index.get(serial)
+
+    async def _refresh_now(self) -> None:
+        # Every caller that needs a fresh index waits for the same refresh, so none of them
+        # answers from the index while another is still re-reading it.
+        task = self._sync_refresh
+        if task is None:
+            self._stale = False
+            task = self._sync_refresh = asyncio.ensure_future(self._refresh())
+
+            def done(finished: asyncio.Future[None]) -> None:
+                if self._sync_refresh is finished:
+                    self._sync_refresh = None
+
+            task.add_done_callback(done)
+        await asyncio.shield(task)
 
     async def _refresh_in_background(self) -> None:
         try:
@@ -256,6 +278,9 @@ class EdgeGate:
     def forget(self, serial: str) -> None:
         """A package changed on this replica: the next edge call re-reads the index first."""
         self._stale = True
+        # A refresh already under way may have read before the change: the next caller
+        # starts a new one (refreshes run one after another).
+        self._sync_refresh = None
 
 
 class AuditLog:
