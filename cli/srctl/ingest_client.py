@@ -15,6 +15,7 @@ Nothing here reads files or prints; `srctl edge push` (push.py) is the command a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import random
 import time
@@ -602,7 +603,9 @@ class ResultPusher:
 
     async def _open_batch(self, stream: ResultStream, run: _BatchRun) -> None:
         run.awaiting_since = time.monotonic()
-        await stream.write(pb.ReportResultsRequest(open=run.open))
+        # A call that already ended refuses the write; reading then raises its status.
+        with contextlib.suppress(grpc.aio.AioRpcError, asyncio.InvalidStateError):
+            await stream.write(pb.ReportResultsRequest(open=run.open))
         ack = await self._read_ack(stream, run)
         run.awaiting_since = None
         run.progress.retry_in = 0.0
@@ -654,9 +657,10 @@ class ResultPusher:
             run.progress.chunks_sent += 1
             try:
                 await stream.write(request)
-            except grpc.aio.AioRpcError:
-                # The call has ended. Acks the server sent before its status are still to be
-                # read, and the receiver raises the status after them.
+            except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
+                # The call has ended (gRPC says so either way, depending on timing). Acks the
+                # server sent before its status are still to be read, and the receiver raises
+                # the status after them.
                 return
 
     async def _receive(self, stream: ResultStream, run: _BatchRun) -> None:

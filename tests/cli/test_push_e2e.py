@@ -157,7 +157,7 @@ async def test_an_invalid_ip_is_rejected_and_named(srctl: Srctl, tmp_path: Path)
 async def test_a_client_killed_mid_batch_resumes_and_stores_each_result_once(
     srctl: Srctl, running_core: RunningCore
 ) -> None:
-    # Small chunks, so the credit window (8) is far from the end when the client dies.
+    # Small chunks, so the credit window is far from the end when the client dies.
     chunk, kill_after_acks = 100, 4
     chunks_in_all = HOSTS // chunk
     batch = str(uuid.uuid4())
@@ -187,7 +187,8 @@ async def test_a_client_killed_mid_batch_resumes_and_stores_each_result_once(
     assert resumed.code == 0, resumed.err
     summary = resumed.json()
     # Chunks in flight at the kill (at most the credit window) may have been committed too.
-    assert kill_after_acks <= summary["resumed_from"] <= kill_after_acks + 8
+    window = running_core.app.settings.ingest_credit_window
+    assert kill_after_acks <= summary["resumed_from"] <= kill_after_acks + window
     assert summary["resumed_from"] == int(half_done["committed_index"]) + 1
     assert summary["accepted"] == (chunks_in_all - summary["resumed_from"]) * chunk
     assert summary["state"] == "BATCH_STATE_COMMITTED"
