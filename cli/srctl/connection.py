@@ -188,6 +188,11 @@ class Client:
             (("authorization", f"Bearer {settings.token}"),) if settings.token else ()
         )
 
+    @property
+    def timeout(self) -> float:
+        """The deadline of each call, in seconds."""
+        return self._timeout
+
     def call(
         self,
         method: grpc.UnaryUnaryMultiCallable[RequestT, ResponseT],

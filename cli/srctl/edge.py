@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from functools import partial
 from typing import TypeAlias
@@ -19,13 +19,14 @@ from rich.console import RenderableType
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
 from rich.text import Text
 
+from serviceradar.edge.v1 import config_pb2
 from serviceradar.edge.v1 import edge_service_pb2 as pb
 from serviceradar.edge.v1 import edge_service_pb2_grpc as pb_grpc
 from srctl.argtypes import int_between, seconds
 from srctl.command import Context, add_verb
 from srctl.connection import Role
 from srctl.errors import ExitCode, UsageError
-from srctl.output import Column, enum_choices, key_values, parse_enum
+from srctl.output import NONE, Column, enum_choices, key_values, parse_enum, table
 from srctl.push import register_push
 
 Status: TypeAlias = pb.ComponentStatus.ValueType
@@ -41,6 +42,39 @@ REGISTER_COLUMNS: list[Column[pb.RegisterPollerResponse]] = [
     Column("Config version", "config_version"),
     Column("Server time", "server_time"),
     Column("Core replica", "core_replica"),
+]
+
+REDACTED = "<redacted>"
+
+CONFIG_COLUMNS: list[Column[config_pb2.PollerConfig]] = [Column("Heartbeat interval", "heartbeat_interval")]
+
+CHECK_COLUMNS: list[Column[config_pb2.CheckAssignment]] = [
+    Column("CHECK", "name"),
+    Column("TYPE", "check_type"),
+    Column("TARGET", "target"),
+    Column("PORT", "port"),
+    Column("EVERY", "interval"),
+    Column("TIMEOUT", "timeout"),
+    Column("AGENT", "agent_id"),
+    Column("SETTINGS", "settings"),
+]
+
+SWEEP_COLUMNS: list[Column[config_pb2.SweepAssignment]] = [
+    Column("SWEEP", "name"),
+    Column("CIDRS", "cidrs"),
+    Column("PORTS", "ports"),
+    Column("ICMP", "icmp_interval"),
+    Column("TCP", "tcp_interval"),
+    Column("TIMEOUT", "timeout"),
+]
+
+SOURCE_COLUMNS: list[Column[config_pb2.SourceAssignment]] = [
+    Column("SOURCE", "name"),
+    Column("KIND", "kind"),
+    Column("ENDPOINT", "endpoint"),
+    Column("EVERY", "sync_interval"),
+    Column("CREDENTIALS", lambda s: _kv(s.credentials)),
+    Column("SETTINGS", "settings"),
 ]
 
 HEALTH_COLUMNS: list[Column[pb.ReportHealthResponse]] = [
@@ -184,6 +218,58 @@ def _health(args: argparse.Namespace, ctx: Context) -> int:
     return ExitCode.OK
 
 
+def redacted(response: pb.SyncConfigResponse) -> pb.SyncConfigResponse:
+    """A copy of `response` with every credential value replaced by REDACTED."""
+    copy = pb.SyncConfigResponse()
+    copy.CopyFrom(response)
+    for source in copy.config.sources:
+        for name in list(source.credentials):
+            source.credentials[name] = REDACTED
+    return copy
+
+
+def _kv(values: Mapping[str, str]) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(values.items())) or NONE
+
+
+def _config_view(response: pb.SyncConfigResponse, now: datetime) -> Sequence[RenderableType]:
+    body = response.WhichOneof("body") or "empty"
+    heading = Text(f"{body.replace('_', ' ')}  version {response.version}", style="bold")
+    if body != "config":
+        return [heading]
+    config = response.config
+    view: list[RenderableType] = [heading, key_values(config, CONFIG_COLUMNS, now)]
+    checks = table(config.checks, CHECK_COLUMNS, now) if config.checks else NONE
+    sweeps = table(config.sweeps, SWEEP_COLUMNS, now) if config.sweeps else NONE
+    sources = table(config.sources, SOURCE_COLUMNS, now) if config.sources else NONE
+    for title, rendered in (
+        (f"Checks ({len(config.checks)}):", checks),
+        (f"Sweeps ({len(config.sweeps)}):", sweeps),
+        (f"Sources ({len(config.sources)}):", sources),
+    ):
+        view += [Text(), Text(title, style="bold"), rendered]
+    return view
+
+
+def _sync_config(args: argparse.Namespace, ctx: Context) -> int:
+    request = pb.SyncConfigRequest(poller_id=args.poller, known_version=args.known_version)
+    with ctx.connect(Role.EDGE) as client:
+        stub = pb_grpc.EdgeServiceStub(client.channel)
+        # No deadline while watching: the stream runs until the operator stops it.
+        stream = stub.SyncConfig(request, timeout=None if args.watch else client.timeout)
+        seen = 0
+        try:
+            for response in stream:
+                shown = response if args.show_credentials else redacted(response)
+                ctx.printer.show(shown, partial(_config_view, shown))
+                seen += 1
+                if not args.watch or (args.count and seen >= args.count):
+                    break
+        finally:
+            stream.cancel()
+    return ExitCode.OK
+
+
 def _add_registration_flags(parser: argparse.ArgumentParser, *, for_health: bool) -> None:
     group = parser.add_argument_group("registration (with --register)" if for_health else "registration")
     group.add_argument(
@@ -322,5 +408,38 @@ def register(
         help="seconds between heartbeats (default: the server's next interval)",
     )
     _add_registration_flags(health_parser, for_health=True)
+
+    sync_parser = add_verb(
+        verbs,
+        "sync-config",
+        summary="print the configuration the core sends a poller (--watch: and every change)",
+        description=(
+            "Call SyncConfig as the poller of the certificate and print what it receives: the\n"
+            "configuration (or 'not modified' when --known-version is current), then, with\n"
+            "--watch, every configuration the core pushes and the keepalives in between.\n"
+            "Credential values are shown as <redacted> unless --show-credentials is given:\n"
+            "the poller receives them in clear, over mutual TLS."
+        ),
+        examples=(
+            "  srctl edge sync-config --data-dir ./data --poller demo\n"
+            "  srctl edge sync-config --poller demo --watch\n"
+            "  srctl edge sync-config --poller demo --known-version 3f1c... -o json"
+        ),
+        handler=_sync_config,
+        common=common,
+    )
+    sync_parser.add_argument(
+        "--poller", required=True, metavar="ID", help="poller id (must match the certificate)"
+    )
+    sync_parser.add_argument(
+        "--known-version", metavar="V", default="", help="version the poller already holds"
+    )
+    sync_parser.add_argument("--watch", action="store_true", help="keep printing what the core pushes")
+    sync_parser.add_argument(
+        "--count", metavar="N", type=int_between(1), default=0, help="with --watch, stop after N messages"
+    )
+    sync_parser.add_argument(
+        "--show-credentials", action="store_true", help="print credential values (they are secrets)"
+    )
 
     register_push(verbs, common)

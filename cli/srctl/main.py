@@ -9,8 +9,10 @@ import sys
 import grpc
 
 from srctl import (
+    assignments,
     audit,
     batches,
+    checks,
     cluster,
     contexts,
     edge,
@@ -19,6 +21,8 @@ from srctl import (
     partitions,
     pollers,
     results,
+    sources,
+    sweeps,
     tenants,
     tokens,
 )
@@ -54,7 +58,10 @@ examples:
   srctl pollers get demo --server core.example.net:50051 --token "$TOKEN"
   srctl edge health --poller demo --register --partition dc1 --count 3
   srctl edge push --synthetic-hosts 5000 --partition dc1
-  srctl batches list --state open"""
+  srctl batches list --state open
+  srctl checks create gw --partition dc1 --type icmp --target 10.0.0.1
+  srctl assignments list --state pending
+  srctl edge sync-config --poller demo --watch"""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -91,6 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
         tokens,
         packages,
         audit,
+        checks,
+        sweeps,
+        sources,
+        assignments,
         contexts,
     ):
         module.register(nouns, common)

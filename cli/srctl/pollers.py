@@ -1,4 +1,4 @@
-"""`srctl pollers`: list and inspect the pollers of a tenant."""
+"""`srctl pollers`: list, inspect and steer the pollers of a tenant."""
 
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ LIST_COLUMNS: list[Column[pb.Poller]] = [
     Column("VERSION", "version"),
     Column("AGENTS", "agent_count"),
     Column("LAST-SEEN", "last_seen"),
+    Column("WORK", "assigned_work"),
     Column("CONFIG", config_status),
 ]
 
@@ -48,6 +49,7 @@ DETAIL_COLUMNS: list[Column[pb.Poller]] = [
     Column("Desired config", "desired_config_version"),
     Column("Applied config", "applied_config_version"),
     Column("Config", config_status),
+    Column("Assigned work", "assigned_work"),
     Column("Clock skew", "clock_skew"),
     Column("Message", "message"),
 ]
@@ -63,11 +65,30 @@ AGENT_COLUMNS: list[Column[pb.Agent]] = [
 ]
 
 
-def poller_view(poller: pb.Poller, now: datetime) -> Sequence[RenderableType]:
-    """The table view of one poller: its fields, then its agents."""
+HISTORY_COLUMNS: list[Column[pb.PollerTransition]] = [
+    Column("AT", "at"),
+    Column("FROM", "from_state"),
+    Column("TO", "to_state"),
+    Column("REASON", "reason"),
+    Column("REPLICA", "replica"),
+    Column("TOKEN", lambda t: str(t.fencing_token)),
+]
+
+
+def poller_view(
+    poller: pb.Poller, now: datetime, history: Sequence[pb.PollerTransition] | None = None
+) -> Sequence[RenderableType]:
+    """The table view of one poller: its fields, its agents, then its transition history."""
     agents: RenderableType = table(poller.agents, AGENT_COLUMNS, now) if poller.agents else NONE
     heading = Text(f"Agents ({poller.agent_count}):", style="bold")
-    return [key_values(poller, DETAIL_COLUMNS, now), Text(), heading, agents]
+    view: list[RenderableType] = [key_values(poller, DETAIL_COLUMNS, now), Text(), heading, agents]
+    if history is not None:
+        view += [
+            Text(),
+            Text("History (newest first):", style="bold"),
+            table(history, HISTORY_COLUMNS, now) if history else NONE,
+        ]
+    return view
 
 
 def _list(args: argparse.Namespace, ctx: Context) -> int:
@@ -89,10 +110,34 @@ def _list(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def _get(args: argparse.Namespace, ctx: Context) -> int:
-    request = pb.GetPollerRequest(poller_id=args.poller_id, tenant=args.tenant)
+    request = pb.GetPollerRequest(poller_id=args.poller_id, tenant=args.tenant, history_limit=args.history)
     with ctx.connect() as client:
         stub = pb_grpc.PollerServiceStub(client.channel)
         response = client.call(stub.GetPoller, request)
+    ctx.printer.show(response, lambda now: poller_view(response.poller, now, response.history))
+    return ExitCode.OK
+
+
+def _drain(args: argparse.Namespace, ctx: Context) -> int:
+    with ctx.connect() as client:
+        stub = pb_grpc.PollerServiceStub(client.channel)
+        if args.verb == "drain":
+            request = pb.DrainPollerRequest(poller_id=args.poller_id, tenant=args.tenant, reason=args.reason)
+            poller = client.call(stub.DrainPoller, request).poller
+        else:
+            resume = pb.ResumePollerRequest(poller_id=args.poller_id, tenant=args.tenant, reason=args.reason)
+            poller = client.call(stub.ResumePoller, resume).poller
+    ctx.printer.show(poller, lambda now: poller_view(poller, now))
+    return ExitCode.OK
+
+
+def _maintenance(args: argparse.Namespace, ctx: Context) -> int:
+    request = pb.SetMaintenanceRequest(
+        poller_id=args.poller_id, tenant=args.tenant, enabled=args.switch == "on", reason=args.reason
+    )
+    with ctx.connect() as client:
+        stub = pb_grpc.PollerServiceStub(client.channel)
+        response = client.call(stub.SetMaintenance, request)
     ctx.printer.show(response, lambda now: poller_view(response.poller, now))
     return ExitCode.OK
 
@@ -105,7 +150,7 @@ def register(
         "pollers",
         aliases=["poller"],
         help="pollers and their agents",
-        description="List and inspect pollers.",
+        description="List, inspect and steer pollers.",
         parents=[common],
     )
     verbs = noun.add_subparsers(dest="verb", required=True, metavar="VERB")
@@ -152,11 +197,82 @@ def register(
     get_parser = add_verb(
         verbs,
         "get",
-        summary="show one poller and its agents",
-        description="Show one poller, its configuration versions and the agents behind it.",
-        examples=("  srctl pollers get demo\n  srctl pollers get edge-7 --tenant acme -o yaml"),
+        summary="show one poller, its agents and its state history",
+        description=(
+            "Show one poller: its state, when it was last seen, the replica serving it, its\n"
+            "configuration versions, the agents behind it and its latest state transitions\n"
+            "(with the replica and fencing token each was recorded under)."
+        ),
+        examples=(
+            "  srctl pollers get demo\n"
+            "  srctl pollers get edge-7 --tenant acme -o yaml\n"
+            "  srctl pollers get edge-7 --history 100"
+        ),
         handler=_get,
         common=common,
     )
     get_parser.add_argument("poller_id", metavar="POLLER_ID", help="poller id")
     get_parser.add_argument("--tenant", default="", help="tenant of the poller (default: yours)")
+    get_parser.add_argument(
+        "--history",
+        metavar="N",
+        type=int_between(0, 1000),
+        default=0,
+        help="transitions to show, 0-1000 (default: the server's, 20)",
+    )
+
+    maintenance_parser = add_verb(
+        verbs,
+        "maintenance",
+        summary="put a poller under maintenance, or end it",
+        description=(
+            "'on' puts the poller under maintenance: missed heartbeats no longer take it\n"
+            "offline. 'off' ends it: the poller is recovering when it is live (healthy after\n"
+            "its next clean heartbeat) and offline otherwise. Needs the operator role. Exits\n"
+            "with the failed-precondition code when the poller is already in (or, for 'off',\n"
+            "not in) maintenance."
+        ),
+        examples=(
+            '  srctl pollers maintenance on edge-7 --reason "replacing the uplink"\n'
+            "  srctl pollers maintenance off edge-7"
+        ),
+        handler=_maintenance,
+        common=common,
+    )
+    maintenance_parser.add_argument("switch", choices=["on", "off"], help="start or end maintenance")
+    maintenance_parser.add_argument("poller_id", metavar="POLLER_ID", help="poller id")
+    maintenance_parser.add_argument("--tenant", default="", help="tenant of the poller (default: yours)")
+    maintenance_parser.add_argument(
+        "--reason", default="", help="why, for the history (up to 200 characters)"
+    )
+
+    for verb, summary, description, example in (
+        (
+            "drain",
+            "move all work off a poller",
+            "Drain the poller: the leader moves its checks, sweeps and sources to the other\n"
+            "pollers of its partition (or leaves them pending when none can take them), and it\n"
+            "gets no work until resumed. It keeps its session; its heartbeats are answered\n"
+            "with the drain action. 'srctl checks list --poller ID' shows what is left.",
+            '  srctl pollers drain edge-7 --reason "hardware swap"',
+        ),
+        (
+            "resume",
+            "make a drained poller eligible for work again",
+            "End the poller's drain: it is healthy and takes work again; work moves back to it\n"
+            "only when the partition's load spread is past the rebalance threshold.",
+            "  srctl pollers resume edge-7",
+        ),
+    ):
+        drain_parser = add_verb(
+            verbs,
+            verb,
+            summary=summary,
+            description=description,
+            examples=example,
+            handler=_drain,
+            common=common,
+        )
+        drain_parser.add_argument("poller_id", metavar="POLLER_ID", help="poller id")
+        drain_parser.add_argument("--tenant", default="", help="tenant of the poller (default: yours)")
+        drain_parser.add_argument("--reason", default="", help="why, for the history (up to 200 characters)")

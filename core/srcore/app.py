@@ -17,13 +17,18 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential_jitter
 
 import srcore
 from serviceradar.admin.v1 import (
+    assignment_service_pb2,
+    assignment_service_pb2_grpc,
     audit_service_pb2,
     audit_service_pb2_grpc,
     batch_service_pb2,
     batch_service_pb2_grpc,
+    check_service_pb2,
+    check_service_pb2_grpc,
     cluster_service_pb2,
     cluster_service_pb2_grpc,
     event_service_pb2,
@@ -36,17 +41,22 @@ from serviceradar.admin.v1 import (
     poller_service_pb2_grpc,
     result_service_pb2,
     result_service_pb2_grpc,
+    source_service_pb2,
+    source_service_pb2_grpc,
+    sweep_service_pb2,
+    sweep_service_pb2_grpc,
     tenant_service_pb2,
     tenant_service_pb2_grpc,
     token_service_pb2,
     token_service_pb2_grpc,
 )
 from serviceradar.edge.v1 import edge_service_pb2, edge_service_pb2_grpc
-from srcore.api.access import Access
+from srcore.api.access import EXPIRY_SWEEP_INTERVAL, Access
 from srcore.api.audit import AuditServicer
 from srcore.api.authz import AuthzInterceptor
 from srcore.api.batches import BatchServicer
 from srcore.api.cluster import ClusterServicer
+from srcore.api.config_sync import ConfigSync
 from srcore.api.edge import EdgeServicer
 from srcore.api.events import EventServicer
 from srcore.api.interceptors import ServerInterceptor
@@ -57,22 +67,39 @@ from srcore.api.reflection import DocumentedReflection
 from srcore.api.results import ResultServicer
 from srcore.api.tenants import TenantServicer
 from srcore.api.tokens import TokenServicer
+from srcore.api.work import AssignmentServicer, CheckServicer, SourceServicer, SweepServicer
+from srcore.coord.etcd import EtcdCoordinator
+from srcore.coord.etcd_signals import EtcdSignalBus
+from srcore.coord.jobs import LeaderJobs
 from srcore.coord.local import LocalCoordinator
-from srcore.domain.coordination import Coordinator, ReplicaInfo
+from srcore.coord.signals import LocalSignalBus
+from srcore.dispatch.dispatcher import Dispatcher
+from srcore.dispatch.drain import DrainService
+from srcore.dispatch.hub import ConfigHub
+from srcore.dispatch.work import WorkService
+from srcore.domain.coordination import Coordinator, LeaderInfo, ReplicaInfo
+from srcore.domain.errors import Unavailable
 from srcore.domain.ingest import Budget, IngestLimits
+from srcore.domain.leadership import every
+from srcore.domain.liveness import LivenessMonitor, LivenessPolicy, MaintenanceService
 from srcore.domain.registry import RegistryService
+from srcore.domain.signals import SignalBus
 from srcore.events.config import EventConfig
 from srcore.events.runtime import EventsRuntime
 from srcore.ingest.projector import Projector
 from srcore.ingest.stream import IngestService
 from srcore.ingest.writer import BatchingWriter
 from srcore.observability.metrics import HEARTBEAT_FLUSHES, serve_metrics
+from srcore.security.credentials import CredentialVault
 from srcore.security.pki import ensure_dev_pki
 from srcore.security.tls import load_pem, server_credentials
 from srcore.settings import Settings
 from srcore.store.database import Database, sqlite_url
+from srcore.store.fence import FenceRepository
 from srcore.store.ingest import IngestStore
+from srcore.store.liveness import LivenessRepository
 from srcore.store.pollers import PollerRepository
+from srcore.store.work import WorkRepository
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +115,14 @@ SERVICE_NAMES = (
     token_service_pb2.DESCRIPTOR.services_by_name["TokenService"].full_name,
     package_service_pb2.DESCRIPTOR.services_by_name["PackageService"].full_name,
     audit_service_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name,
+    check_service_pb2.DESCRIPTOR.services_by_name["CheckService"].full_name,
+    sweep_service_pb2.DESCRIPTOR.services_by_name["SweepService"].full_name,
+    source_service_pb2.DESCRIPTOR.services_by_name["SourceService"].full_name,
+    assignment_service_pb2.DESCRIPTOR.services_by_name["AssignmentService"].full_name,
 )
 HEALTH_PROBE_INTERVAL = 2.0
+# Joining the cluster at boot while etcd is down: retry with backoff up to this delay.
+JOIN_RETRY_MAX_DELAY = 10.0
 
 
 def utcnow() -> datetime:
@@ -138,7 +171,16 @@ def tls_material(settings: Settings) -> TlsMaterial:
 
 def build_coordinator(settings: Settings) -> Coordinator:
     """etcd when endpoints are configured, otherwise the in-process adapter."""
+    if settings.etcd_endpoints:
+        return EtcdCoordinator(settings.etcd_endpoints, settings.etcd_prefix, settings.lease_ttl)
     return LocalCoordinator()
+
+
+def build_signals(settings: Settings) -> SignalBus:
+    """Signals between replicas: through etcd when it coordinates, else in-process."""
+    if settings.etcd_endpoints:
+        return EtcdSignalBus(settings.etcd_endpoints, settings.etcd_prefix)
+    return LocalSignalBus()
 
 
 def build_ingest(settings: Settings, db: Database) -> IngestService:
@@ -166,6 +208,38 @@ def build_ingest(settings: Settings, db: Database) -> IngestService:
         on_flush=projector.notify,
     )
     return IngestService(store, writer, budget, limits, utcnow, projector)
+
+
+def build_leader_jobs(app: CoreApp) -> LeaderJobs:
+    """The runner of the leader-only jobs, with the jobs of this build registered."""
+    settings = app.settings
+    jobs = LeaderJobs(app.coordinator, FenceRepository(app.db, utcnow))
+    policy = LivenessPolicy(
+        heartbeat_interval=settings.heartbeat_interval,
+        heartbeat_timeout=settings.heartbeat_timeout,
+        flush_interval=settings.heartbeat_flush_interval,
+        inactive_after=settings.poller_inactive_after,
+    )
+    monitor = LivenessMonitor(
+        app.liveness, app.coordinator.registry, utcnow, policy, settings.liveness_check_interval
+    )
+    jobs.add("liveness", monitor.run)
+    # Half-open batches past the resume window become expired (visible, no longer resumable).
+    batch_period = max(1.0, min(60.0, settings.ingest_resume_window / 10))
+    jobs.add("batch-expiry", every(batch_period, app.expire_batches))
+    jobs.add("package-expiry", every(EXPIRY_SWEEP_INTERVAL, app.access.expire_packages))
+    jobs.add("dispatch", app.dispatcher.run)
+    for name, job in app.events.leader_jobs().items():
+        jobs.add(name, job)
+    return jobs
+
+
+def _log_join_retry(state: RetryCallState) -> None:
+    error = state.outcome.exception() if state.outcome else None
+    delay = state.next_action.sleep if state.next_action else 0.0
+    log.warning(
+        "cannot join the cluster (attempt %d), retrying in %.1fs: %s", state.attempt_number, delay, error
+    )
 
 
 class CoreApp:
@@ -196,6 +270,36 @@ class CoreApp:
             fencing_token=self._fencing_token,
         )
         self.access = Access(self.db, settings, utcnow, self.replica_id, self._fencing_token)
+        self.liveness = LivenessRepository(self.db)
+        self.maintenance = MaintenanceService(
+            self.liveness, self.coordinator.registry, utcnow, self.replica_id, self._fencing_token
+        )
+        self.signals = build_signals(settings)
+        self.work = WorkService(
+            WorkRepository(self.db), self.signals, CredentialVault(lambda: self.access.keyring), utcnow
+        )
+        self.drains = DrainService(self.liveness, self.signals, utcnow, self.replica_id, self._fencing_token)
+        self.hub = ConfigHub(self.signals, self.registry)
+        self.config_sync = ConfigSync(
+            self.work.repository,
+            self.pollers,
+            self.work.vault,
+            self.hub,
+            utcnow,
+            settings.heartbeat_interval,
+            settings.sync_keepalive_interval,
+        )
+        self.dispatcher = Dispatcher(
+            self.work.repository,
+            self.coordinator.registry,
+            self.signals,
+            utcnow,
+            self.replica_id,
+            settings.heartbeat_interval,
+            rebalance_threshold=settings.dispatch_rebalance_threshold,
+            resync_interval=settings.dispatch_resync_interval,
+        )
+        self.leader_jobs = build_leader_jobs(self)
         self.health = health_aio.HealthServicer()
         self.server: grpc.aio.Server | None = None
         self.port = 0
@@ -216,11 +320,15 @@ class CoreApp:
 
     async def _coordination_probe(self) -> cluster_service_pb2.DependencyHealth:
         ok = await self.coordinator.healthy()
+        running = self.leader_jobs.running
+        if not ok:
+            detail = "unreachable: no replica leads until it answers; heartbeats and ingest go on"
+        elif running is not None:
+            detail = f"this replica runs the leader jobs (fencing token {running.fencing_token})"
+        else:
+            detail = ""
         return cluster_service_pb2.DependencyHealth(
-            name="coordination",
-            backend=self.coordinator.backend,
-            healthy=ok,
-            detail="" if ok else "unreachable",
+            name="coordination", backend=self.coordinator.backend, healthy=ok, detail=detail
         )
 
     async def _events_probe(self) -> cluster_service_pb2.DependencyHealth:
@@ -241,7 +349,7 @@ class CoreApp:
         interceptors = [ServerInterceptor(), AuthzInterceptor(self.access, settings.trust_domain)]
         server = grpc.aio.server(interceptors=interceptors, options=grpc_options(settings))
         edge_service_pb2_grpc.add_EdgeServiceServicer_to_server(
-            EdgeServicer(self.registry, self.ingest, settings.trust_domain, utcnow), server
+            EdgeServicer(self.registry, self.ingest, self.config_sync, settings.trust_domain, utcnow), server
         )
         cluster_service_pb2_grpc.add_ClusterServiceServicer_to_server(
             ClusterServicer(
@@ -251,7 +359,9 @@ class CoreApp:
             ),
             server,
         )
-        poller_service_pb2_grpc.add_PollerServiceServicer_to_server(PollerServicer(self.pollers), server)
+        poller_service_pb2_grpc.add_PollerServiceServicer_to_server(
+            PollerServicer(self.pollers, self.liveness, self.maintenance, self.drains), server
+        )
         event_service_pb2_grpc.add_EventServiceServicer_to_server(
             EventServicer(
                 self.events.outbox, self.events.signal, settings.events_poll_interval, settings.trust_domain
@@ -271,6 +381,12 @@ class CoreApp:
         token_service_pb2_grpc.add_TokenServiceServicer_to_server(TokenServicer(self.access), server)
         package_service_pb2_grpc.add_PackageServiceServicer_to_server(PackageServicer(self.access), server)
         audit_service_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(self.access), server)
+        check_service_pb2_grpc.add_CheckServiceServicer_to_server(CheckServicer(self.work), server)
+        sweep_service_pb2_grpc.add_SweepServiceServicer_to_server(SweepServicer(self.work), server)
+        source_service_pb2_grpc.add_SourceServiceServicer_to_server(SourceServicer(self.work), server)
+        assignment_service_pb2_grpc.add_AssignmentServiceServicer_to_server(
+            AssignmentServicer(self.work), server
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
             DocumentedReflection(
@@ -301,7 +417,11 @@ class CoreApp:
         host = settings.listen.rpartition(":")[0]
         address = settings.advertise_address or f"{host}:{self.port}"
         self.events.start()
-        await self.coordinator.start(ReplicaInfo(self.replica_id, address, srcore.__version__, time.time()))
+        # Before serving: a SyncConfig stream must see every change signalled after it reads.
+        await self.signals.start()
+        self.hub.start()
+        self.leader_jobs.start()
+        await self._join_cluster(ReplicaInfo(self.replica_id, address, srcore.__version__, time.time()))
         await server.start()
         self.server = server
         await self.refresh_health()
@@ -310,11 +430,23 @@ class CoreApp:
         self._tasks = [
             asyncio.create_task(self._health_loop(), name="health-probe"),
             asyncio.create_task(self._flush_loop(), name="heartbeat-flush"),
-            asyncio.create_task(self._batch_expiry_loop(), name="batch-expiry"),
-            asyncio.create_task(self.access.run(self._stopping, self.coordinator), name="access"),
+            asyncio.create_task(self.access.run(self._stopping), name="access"),
         ]
         log.info("replica %s serving on %s (store %s, coordination %s)",
                  self.replica_id, address, self.db.dialect, self.coordinator.backend)  # fmt: skip
+
+    async def _join_cluster(self, me: ReplicaInfo) -> None:
+        # etcd down at boot is a dependency outage, not a configuration error: keep trying
+        # (the health service is not serving yet) rather than exit and crash-loop.
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type(Unavailable),
+            wait=wait_exponential_jitter(multiplier=0.5, max=JOIN_RETRY_MAX_DELAY, jitter=0.5),
+            before_sleep=_log_join_retry,
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                await self.coordinator.start(me)
 
     async def refresh_health(self) -> None:
         """Probe the store and publish SERVING or NOT_SERVING on the health service."""
@@ -335,7 +467,8 @@ class CoreApp:
         # heartbeats cost one store transaction per interval instead of one per heartbeat.
         while not self._stopping.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), self.settings.heartbeat_flush_interval)
+                async with asyncio.timeout(self.settings.heartbeat_flush_interval):
+                    await self._stopping.wait()
             await self._flush_once()
 
     async def _flush_once(self) -> None:
@@ -347,26 +480,14 @@ class CoreApp:
         if written:
             HEARTBEAT_FLUSHES.observe(written)
 
-    async def _batch_expiry_loop(self) -> None:
-        # Leader-only: half-open batches past the resume window become expired (visible to
-        # operators, no longer resumable).
-        period = max(1.0, min(60.0, self.settings.ingest_resume_window / 10))
-        while not self._stopping.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), period)
-            if self._stopping.is_set() or not self.coordinator.is_leader():
-                continue
-            await self.expire_batches()
+    async def expire_batches(self, leader: LeaderInfo) -> int:
+        """Expire batches idle past the resume window (a leader job); returns how many.
 
-    async def expire_batches(self) -> int:
-        """Expire batches idle past the resume window; returns how many."""
+        Raises Fenced when a later leadership has written.
+        """
         now = utcnow()
         idle_before = now - timedelta(seconds=self.settings.ingest_resume_window)
-        try:
-            expired = await self.ingest.store.expire_batches(idle_before, now)
-        except Exception as exc:
-            log.warning("batch expiry failed, will retry: %s", exc)
-            return 0
+        expired = await self.ingest.store.expire_batches(idle_before, now, leader)
         if expired:
             log.info("expired %d half-open batches", expired)
         return expired
@@ -376,6 +497,15 @@ class CoreApp:
         self._stopping.set()
         if self.server is not None:
             await self.health.enter_graceful_shutdown()
+        # SyncConfig streams never end by themselves: end them with UNAVAILABLE now, so their
+        # pollers reconnect to another replica instead of being cut off after the grace period.
+        await self.hub.close()
+        # Resign before draining calls, so another replica takes over the leader jobs at once
+        # rather than after the grace period. Calls in flight need no coordination to finish:
+        # heartbeats are answered from memory, ingest is the store's.
+        await self.coordinator.close()
+        await self.leader_jobs.stop()
+        if self.server is not None:
             await self.server.stop(self.settings.grace_period)
         await self.ingest.writer.stop()
         await self.ingest.projector.stop()
@@ -384,7 +514,7 @@ class CoreApp:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._flush_once()
         await self.access.flush_last_used()
-        await self.coordinator.close()
+        await self.signals.close()
         await self.events.stop()
         await self.db.dispose()
         log.info("replica %s stopped", self.replica_id)

@@ -50,6 +50,16 @@ def _parser() -> argparse.ArgumentParser:
     migrate = sub.add_parser("migrate", help="apply database migrations and exit")
     common(migrate)
 
+    rotate = sub.add_parser(
+        "rotate-key",
+        help="re-seal integration credentials with the newest secret key and exit",
+        description="Re-seal every integration source's credentials sealed with an older key with the "
+        "first key of secret_keys (SRCORE_SECRET_KEYS). Run it after putting a new key first on every "
+        "replica; once it reports nothing left to re-seal, the old key can be dropped. Safe to run "
+        "again, and while replicas serve. See docs/security.md.",
+    )
+    common(rotate)
+
     check = sub.add_parser(
         "healthcheck",
         help="exit 0 when the replica's gRPC health service reports SERVING (container probes)",
@@ -125,6 +135,33 @@ async def _migrate(settings: Settings) -> int:
     return 0
 
 
+async def _rotate_key(settings: Settings) -> int:
+    from srcore.dispatch.work import rotate_credentials
+    from srcore.security.credentials import CredentialVault
+    from srcore.security.crypto import keyring, load_or_create_key_file
+    from srcore.store.database import Database, sqlite_url
+    from srcore.store.work import WorkRepository
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if settings.secret_keys:
+        ring = keyring(settings.secret_keys)
+    else:
+        ring = load_or_create_key_file(settings.data_dir)
+    db = Database(settings.database_url or sqlite_url(settings.data_dir))
+    try:
+        ok, detail = await db.healthy()
+        if not ok:
+            print(f"srcore: the store is not ready ({detail}): run `srcore migrate` first", file=sys.stderr)
+            return 1
+        rotation = await rotate_credentials(WorkRepository(db), CredentialVault(lambda: ring))
+    finally:
+        await db.dispose()
+    print(f"re-sealed {rotation.resealed} credentials with key {rotation.key_id!r}")
+    for item_id, problem in sorted(rotation.failed.items()):
+        print(f"  not re-sealed: source {item_id}: {problem}", file=sys.stderr)
+    return 1 if rotation.failed else 0
+
+
 def _healthcheck(settings: Settings, args: argparse.Namespace) -> int:
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -162,6 +199,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "migrate":
         return asyncio.run(_migrate(settings))
+    if args.command == "rotate-key":
+        return asyncio.run(_rotate_key(settings))
     return _healthcheck(settings, args)
 
 

@@ -56,6 +56,11 @@ class Settings:
     heartbeat_interval: float = 10.0
     heartbeat_timeout: float = 30.0
     heartbeat_flush_interval: float = 1.0
+    liveness_check_interval: float = 1.0
+    poller_inactive_after: float = 7 * 86400.0
+    sync_keepalive_interval: float = 15.0
+    dispatch_rebalance_threshold: float = 0.25
+    dispatch_resync_interval: float = 60.0
     max_message_bytes: int = 4 * 1024 * 1024
     grace_period: float = 10.0
     ingest_credit_window: int = 32
@@ -83,6 +88,18 @@ class Settings:
             raise InvalidArgument("heartbeat_interval", "must be positive")
         if self.heartbeat_timeout <= self.heartbeat_interval:
             raise InvalidArgument("heartbeat_timeout", "must be longer than heartbeat_interval")
+        if self.liveness_check_interval <= 0:
+            raise InvalidArgument("liveness_check_interval", "must be positive")
+        if self.poller_inactive_after < self.heartbeat_timeout:
+            raise InvalidArgument("poller_inactive_after", "must be at least heartbeat_timeout")
+        if self.etcd_endpoints and self.lease_ttl < 2:
+            raise InvalidArgument("lease_ttl", "must be at least 2 seconds (etcd's shortest lease)")
+        if not 1 <= self.sync_keepalive_interval <= 300:
+            raise InvalidArgument("sync_keepalive_interval", "must be between 1 and 300 seconds")
+        if self.dispatch_rebalance_threshold < 0:
+            raise InvalidArgument("dispatch_rebalance_threshold", "must not be negative")
+        if self.dispatch_resync_interval < 1:
+            raise InvalidArgument("dispatch_resync_interval", "must be at least 1 second")
         if self.max_message_bytes < 1024:
             raise InvalidArgument("max_message_bytes", "must be at least 1024")
         if self.log_format not in ("text", "json"):

@@ -120,9 +120,10 @@ async def test_operator_certificate_cannot_act_as_an_edge(sqlite_core: RunningCo
     assert code == grpc.StatusCode.PERMISSION_DENIED
 
 
-async def test_unimplemented_stream_rpcs_say_so(sqlite_core: RunningCore) -> None:
+async def test_sync_config_for_another_poller_is_permission_denied(sqlite_core: RunningCore) -> None:
     async with sqlite_core.channel(sqlite_core.creds.edge()) as channel:
-        stream = pb_grpc.EdgeServiceStub(channel).SyncConfig(pb.SyncConfigRequest(poller_id="demo"))
+        edge = pb_grpc.EdgeServiceStub(channel)
+        await edge.RegisterPoller(register_request())
         with pytest.raises(grpc.aio.AioRpcError) as error:
-            await stream.read()
-    assert error.value.code() == grpc.StatusCode.UNIMPLEMENTED
+            await edge.SyncConfig(pb.SyncConfigRequest(poller_id="other")).read()
+    assert error.value.code() == grpc.StatusCode.PERMISSION_DENIED

@@ -144,3 +144,26 @@ async def test_operator_certificate_cannot_act_as_an_edge(srctl: Srctl, running_
     result = await srctl("edge", "register", "--poller", "demo", "--partition", "dc1", *cert)
     assert result.code == 5
     assert result.err.startswith(("Error: PERMISSION_DENIED: ", "Error: UNAUTHENTICATED: "))
+
+
+async def test_maintenance_on_and_off_and_the_history_shows_them(srctl: Srctl) -> None:
+    assert (await srctl("edge", "register", *REGISTRATION)).code == 0
+    on = await srctl("pollers", "maintenance", "on", "demo", "--reason", "new uplink")
+    assert on.code == 0, on.err
+    assert "maintenance" in next(line for line in on.out.splitlines() if line.startswith("State"))
+    again = await srctl("pollers", "maintenance", "on", "demo")
+    assert again.code == 1
+    assert again.err.startswith("Error: FAILED_PRECONDITION: ")
+    assert "already in state maintenance" in again.err
+    off = await srctl("pollers", "maintenance", "off", "demo", "-o", "json")
+    assert off.code == 0, off.err
+    assert off.json()["poller"]["state"] == "POLLER_STATE_RECOVERING"
+
+    shown = await srctl("pollers", "get", "demo")
+    assert "History (newest first):" in shown.out
+    assert "maintenance_on: new uplink" in shown.out
+    history = (await srctl("pollers", "get", "demo", "--history", "2", "-o", "json")).json()["history"]
+    assert [(h["from_state"], h["to_state"]) for h in history] == [
+        ("POLLER_STATE_MAINTENANCE", "POLLER_STATE_RECOVERING"),
+        ("POLLER_STATE_HEALTHY", "POLLER_STATE_MAINTENANCE"),
+    ]

@@ -193,6 +193,7 @@ def test_poller_list_table() -> None:
         "VERSION",
         "AGENTS",
         "LAST-SEEN",
+        "WORK",
         "CONFIG",
     ]
     assert lines[1].split() == [
@@ -205,6 +206,7 @@ def test_poller_list_table() -> None:
         "2025-03-04T05:05:55Z",
         "(12s",
         "ago)",
+        "0",
         "ok",
     ]
     assert lines[2].split() == [
@@ -215,6 +217,7 @@ def test_poller_list_table() -> None:
         NONE,
         "0",
         NONE,
+        "0",
         "drift",
     ]
     assert all(line == line.rstrip() for line in lines)

@@ -164,28 +164,59 @@ async def test_a_tenant_operator_sees_only_its_tenants_events(core: RunningCore)
         assert error.value.code() == grpc.StatusCode.NOT_FOUND
 
 
-async def test_srctl_events_watch_shows_the_change_as_it_happens(
-    core: RunningCore, capsys: pytest.CaptureFixture[str]
+async def test_srctl_events_watch_shows_a_poller_going_offline_as_it_happens(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    base = ["--data-dir", str(core.data_dir), "--server", core.address]
-    watching = asyncio.ensure_future(
-        asyncio.to_thread(
-            srctl, ["events", "watch", "--entity-type", "poller", "--count", "1", "-o", "json", *base]
-        )
-    )
-    await asyncio.sleep(0.5)
-    assert not watching.done()
-    await register_and_degrade(core)
-    assert await asyncio.wait_for(watching, 15) == 0
-    document = json.loads(capsys.readouterr().out)
-    assert document["record"]["event"]["entity_id"] == "demo"
-    assert document["record"]["event"]["new_state"] == "degraded"
-    assert document["resume_token"]
+    # Short heartbeat limits, so the leader's liveness monitor takes a silent poller offline
+    # within a second or two.
+    async with running_core(
+        tmp_path / "data",
+        heartbeat_interval=0.3,
+        heartbeat_timeout=1.0,
+        heartbeat_flush_interval=0.05,
+        liveness_check_interval=0.1,
+        events_poll_interval=0.2,
+    ) as core:
+        base = ["--data-dir", str(core.data_dir), "--server", core.address]
+        watch = [
+            "events",
+            "watch",
+            "--entity-type",
+            "poller",
+            "--type",
+            "offline",
+            "--count",
+            "1",
+            "-o",
+            "json",
+        ]
+        watching = asyncio.ensure_future(asyncio.to_thread(srctl, [*watch, *base]))
+        await asyncio.sleep(0.5)
+        assert not watching.done()
+        async with core.channel(core.creds.edge()) as channel:
+            await edge_grpc.EdgeServiceStub(channel).RegisterPoller(
+                edge_pb.RegisterPollerRequest(poller_id="demo", partition="dc1")
+            )
+        # No heartbeat follows: the poller goes late (degraded), then its lease expires.
+        assert await asyncio.wait_for(watching, 20) == 0
+        document = json.loads(capsys.readouterr().out)
+        event = document["record"]["event"]
+        assert (event["entity_id"], event["partition"], event["new_state"]) == ("demo", "dc1", "offline")
+        assert document["resume_token"]
 
-    assert await asyncio.to_thread(srctl, ["events", "list", "--since", "1h", *base]) == 0
-    table = capsys.readouterr().out.splitlines()
-    assert table[0].split() == ["SEQ", "TIME", "TENANT", "ENTITY", "EVENT", "CHANGE", "REASON", "PUBLISHED"]
-    assert "poller/demo" in table[1] and "healthy -> degraded" in table[1] and table[1].endswith("no")
+        assert await asyncio.to_thread(srctl, ["events", "list", "--entity-type", "poller", *base]) == 0
+        table = capsys.readouterr().out.splitlines()
+        assert table[0].split() == [
+            "SEQ",
+            "TIME",
+            "TENANT",
+            "ENTITY",
+            "EVENT",
+            "CHANGE",
+            "REASON",
+            "PUBLISHED",
+        ]
+        assert "poller/demo" in table[-1] and "-> offline" in table[-1] and table[-1].endswith("no")
 
 
 async def test_a_core_with_nats_relays_and_reports_an_outage(tmp_path: Path, fresh_database: str) -> None:

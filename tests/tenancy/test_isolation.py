@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any, cast
 
 import grpc
 import pytest
@@ -17,8 +18,10 @@ from google.protobuf import text_format
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from serviceradar.admin.v1 import assignment_service_pb2 as assignment_pb
 from serviceradar.admin.v1 import audit_service_pb2 as audit_pb
 from serviceradar.admin.v1 import batch_service_pb2 as batch_pb
+from serviceradar.admin.v1 import check_service_pb2 as check_pb
 from serviceradar.admin.v1 import cluster_service_pb2 as cluster_pb
 from serviceradar.admin.v1 import event_service_pb2 as event_pb
 from serviceradar.admin.v1 import package_service_pb2 as package_pb
@@ -26,9 +29,13 @@ from serviceradar.admin.v1 import package_service_pb2_grpc as package_grpc
 from serviceradar.admin.v1 import partition_service_pb2 as partition_pb
 from serviceradar.admin.v1 import partition_service_pb2_grpc as partition_grpc
 from serviceradar.admin.v1 import poller_service_pb2 as poller_pb
+from serviceradar.admin.v1 import poller_service_pb2_grpc as poller_grpc
 from serviceradar.admin.v1 import result_service_pb2 as result_pb
+from serviceradar.admin.v1 import source_service_pb2 as source_pb
+from serviceradar.admin.v1 import sweep_service_pb2 as sweep_pb
 from serviceradar.admin.v1 import tenant_service_pb2 as tenant_pb
 from serviceradar.admin.v1 import token_service_pb2 as token_pb
+from serviceradar.edge.v1 import config_pb2
 from serviceradar.edge.v1 import edge_service_pb2 as edge_pb
 from serviceradar.edge.v1 import results_pb2 as rpb
 from srcore.security.rbac import MATRIX, Role
@@ -39,6 +46,8 @@ from tests.tenancy.test_matrix import registered_admin_methods
 A, B = "alpha", "beta"
 A_POLLER, B_POLLER = "alpha-poller-7", "beta-poller-3"
 A_PARTITION, B_PARTITION = "alpha-dc", "beta-dc"
+# Each tenant has a check, a sweep group and a source of this name.
+A_WORK, B_WORK = "alpha-work", "beta-work"
 S = "/serviceradar.admin.v1."
 
 
@@ -58,6 +67,31 @@ class World:
     def secrets(self) -> list[str]:
         """Strings that occur only in tenant alpha's data."""
         return [A, A_POLLER, A_PARTITION, self.a_token_id, self.a_package_id, self.a_batch_id]
+
+
+async def create_work(channel: grpc.aio.Channel, partition: str, name: str) -> None:
+    """A check, a sweep group and a source (with credentials) named `name`."""
+    await invoke(
+        channel,
+        S + "CheckService/CreateCheck",
+        check_pb.CreateCheckRequest(
+            name=name,
+            spec=check_pb.CheckSpec(
+                partition=partition, check_type=config_pb2.CHECK_TYPE_ICMP, target="10.0.0.1"
+            ),
+        ),
+    )
+    sweep = sweep_pb.SweepSpec(partition=partition, cidrs=["10.0.0.0/24"])
+    sweep.icmp_interval.FromSeconds(300)
+    await invoke(channel, S + "SweepService/CreateSweep", sweep_pb.CreateSweepRequest(name=name, spec=sweep))
+    source = source_pb.SourceSpec(
+        partition=partition, kind=config_pb2.SOURCE_KIND_NETBOX, endpoint="https://netbox.example"
+    )
+    await invoke(
+        channel,
+        S + "SourceService/CreateSource",
+        source_pb.CreateSourceRequest(name=name, spec=source, credentials={"token": f"{name}-token"}),
+    )
 
 
 async def build_world(site: Site) -> World:
@@ -81,10 +115,12 @@ async def build_world(site: Site) -> World:
             package_pb.IssuePackageRequest(partition=A_PARTITION, poller_id="spare")
         )
         await stub.RevokePackage(package_pb.RevokePackageRequest(package_id=spare.package.package_id))
+        await create_work(channel, A_PARTITION, A_WORK)
     async with site.admin_port(b_admin.secret) as channel:
         await partition_grpc.PartitionServiceStub(channel).CreatePartition(
             partition_pb.CreatePartitionRequest(name=B_PARTITION, cidrs=["10.0.0.0/8"])
         )
+        await create_work(channel, B_PARTITION, B_WORK)
         b_package = await package_grpc.PackageServiceStub(channel).IssuePackage(
             package_pb.IssuePackageRequest(partition=B_PARTITION, poller_id=B_POLLER)
         )
@@ -265,6 +301,36 @@ READ_CASES: dict[str, Case] = {
 }
 
 
+def _request(module: Any, message: str, **fields: Any) -> Callable[[World], Message]:
+    """A case's request: `module.<message>(**fields)`."""
+    return lambda w: cast(Message, getattr(module, message)(**fields))
+
+
+def _in_tenant(module: Any, message: str, **fields: Any) -> Callable[[str], Message]:
+    """A listing's request in a tenant: `module.<message>(tenant=..., **fields)`."""
+    return lambda t: cast(Message, getattr(module, message)(tenant=t, **fields))
+
+
+def _lookup_request(module: Any, message: str) -> Callable[[World, str], Message]:
+    """A lookup's request of alpha's item in a tenant."""
+    return lambda w, t: cast(Message, getattr(module, message)(tenant=t, name=A_WORK))
+
+
+_WORK_SERVICES = (
+    ("CheckService", "Check", check_pb),
+    ("SweepService", "Sweep", sweep_pb),
+    ("SourceService", "Source", source_pb),
+)
+for _service, _noun, _module in _WORK_SERVICES:
+    _list = f"{S}{_service}/List{_noun}s"
+    READ_CASES[_list] = listing(_list, _in_tenant(_module, f"List{_noun}sRequest"), B_WORK)
+    _get = f"{S}{_service}/Get{_noun}"
+    READ_CASES[_get] = lookup(_get, _lookup_request(_module, f"Get{_noun}Request"))
+READ_CASES[S + "AssignmentService/ListAssignments"] = listing(
+    S + "AssignmentService/ListAssignments", lambda t: assignment_pb.ListAssignmentsRequest(tenant=t), B_WORK
+)
+
+
 # Tenant-level writes are for platform admins only: beta's admin is refused by role, the same
 # answer whatever the tenant named, so nothing about alpha leaks.
 PLATFORM_ONLY = {
@@ -274,6 +340,10 @@ PLATFORM_ONLY = {
 }
 
 WRITE_CASES: dict[str, list[Callable[[World], Message]]] = {
+    S + "PollerService/SetMaintenance": [
+        lambda w: poller_pb.SetMaintenanceRequest(poller_id=A_POLLER, enabled=True),
+        lambda w: poller_pb.SetMaintenanceRequest(tenant=A, poller_id=A_POLLER, enabled=True),
+    ],
     S + "PartitionService/CreatePartition": [
         lambda w: partition_pb.CreatePartitionRequest(tenant=A, name="sneaky", cidrs=["192.168.0.0/16"])
     ],
@@ -299,6 +369,22 @@ WRITE_CASES: dict[str, list[Callable[[World], Message]]] = {
         lambda w: package_pb.DeletePackageRequest(package_id=w.a_package_id)
     ],
 }
+
+
+for _service, _noun, _module in _WORK_SERVICES:
+    WRITE_CASES[f"{S}{_service}/Create{_noun}"] = [
+        _request(_module, f"Create{_noun}Request", tenant=A, name="sneaky")
+    ]
+    for _verb in ("Update", "Enable", "Disable", "Delete"):
+        WRITE_CASES[f"{S}{_service}/{_verb}{_noun}"] = [
+            _request(_module, f"{_verb}{_noun}Request", name=A_WORK),
+            _request(_module, f"{_verb}{_noun}Request", tenant=A, name=A_WORK),
+        ]
+for _verb in ("Drain", "Resume"):
+    WRITE_CASES[f"{S}PollerService/{_verb}Poller"] = [
+        _request(poller_pb, f"{_verb}PollerRequest", poller_id=A_POLLER),
+        _request(poller_pb, f"{_verb}PollerRequest", tenant=A, poller_id=A_POLLER),
+    ]
 
 
 def test_every_rpc_has_an_isolation_case() -> None:
@@ -356,3 +442,12 @@ async def test_tenant_b_sees_and_touches_nothing_of_tenant_a(site: Site) -> None
             partition_pb.ListPartitionsRequest()
         )
         assert [p.name for p in partitions.partitions] == [A_PARTITION]
+        for _, noun, module in _WORK_SERVICES:
+            item = await invoke(
+                channel, f"{S}{noun}Service/Get{noun}", getattr(module, f"Get{noun}Request")(name=A_WORK)
+            )
+            assert getattr(item, noun.lower()).enabled, f"alpha's {noun.lower()} is untouched"
+        poller = await poller_grpc.PollerServiceStub(channel).GetPoller(
+            poller_pb.GetPollerRequest(poller_id=A_POLLER)
+        )
+        assert poller.poller.state != poller_pb.POLLER_STATE_MAINTENANCE

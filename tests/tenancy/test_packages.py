@@ -16,7 +16,9 @@ from serviceradar.admin.v1 import package_service_pb2_grpc as pb_grpc
 from serviceradar.edge.v1 import edge_service_pb2 as edge_pb
 from serviceradar.edge.v1 import edge_service_pb2_grpc as edge_grpc
 from srcore.app import CoreApp
+from srcore.domain.coordination import LeaderInfo
 from srcore.domain.errors import InvalidArgument
+from srcore.domain.leadership import Fenced
 from srcore.security import pki
 from srcore.security.identity import identity_from_pem
 from srcore.security.pki import IssuedCertificate
@@ -189,15 +191,16 @@ async def test_expired_package_cannot_be_activated(site: Site) -> None:
     )
     # Past its TTL the certificate is refused even before the leader's sweep has run.
     assert await edge_code(site, cert) == grpc.StatusCode.UNAUTHENTICATED
-    expired = await site.app.access.expire_packages(fencing_token=7)
+    expired = await site.app.access.expire_packages(LeaderInfo("test-leader", 7, "test"))
     assert [p.package_id for p in expired] == [issued.package.package_id]
     assert (await get(site, issued.package.package_id)).state == pb.PACKAGE_STATE_EXPIRED
     assert await edge_code(site, cert) == grpc.StatusCode.UNAUTHENTICATED
     assert (await get(site, issued.package.package_id)).state == pb.PACKAGE_STATE_EXPIRED
     [row] = [r for r in await site.rows("state_transitions") if r["to_state"] == "expired"]
     assert row["fencing_token"] == 7
-    # A sweep run again (a deposed leader waking up late) changes nothing.
-    assert await site.app.access.expire_packages(fencing_token=6) == []
+    # A deposed leader waking up late is refused by the fence.
+    with pytest.raises(Fenced):
+        await site.app.access.expire_packages(LeaderInfo("deposed", 6, "test"))
 
 
 async def test_illegal_transitions_are_failed_precondition(site: Site) -> None:

@@ -5,11 +5,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 
-import grpc
-
 from serviceradar.edge.v1 import edge_service_pb2 as pb
 from serviceradar.edge.v1 import edge_service_pb2_grpc as pb_grpc
 from srcore.api.auth import require_edge
+from srcore.api.config_sync import ConfigSync
 from srcore.api.context import Context
 from srcore.api.convert import duration, from_timestamp, timestamp
 from srcore.domain import validation
@@ -96,11 +95,13 @@ class EdgeServicer(pb_grpc.EdgeServiceServicer):
         self,
         registry: RegistryService,
         ingest: IngestService,
+        config: ConfigSync,
         trust_domain: str,
         clock: Callable[[], datetime],
     ) -> None:
         self._registry = registry
         self._ingest = ingest
+        self._config = config
         self._trust_domain = trust_domain
         self._clock = clock
 
@@ -185,7 +186,11 @@ class EdgeServicer(pb_grpc.EdgeServiceServicer):
     async def SyncConfig(
         self, request: pb.SyncConfigRequest, context: Context
     ) -> AsyncIterator[pb.SyncConfigResponse]:
-        """Configuration push lands with dispatch; until then the call is UNIMPLEMENTED."""
-        require_edge(context, self._trust_domain)
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "SyncConfig is not available in this build yet")
-        yield pb.SyncConfigResponse()
+        """Stream the poller's configuration: the snapshot (or not_modified), then each change."""
+        identity = require_edge(context, self._trust_domain)
+        validation.identifier("poller_id", request.poller_id)
+        _same_poller(identity, request.poller_id)
+        assert identity.tenant is not None
+        known = validation.text("known_version", request.known_version, 80)
+        async for message in self._config.stream(identity.tenant, request.poller_id, known):
+            yield message

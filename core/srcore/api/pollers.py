@@ -1,4 +1,4 @@
-"""PollerService: list and inspect pollers, scoped to what the caller may see."""
+"""PollerService: list, inspect and steer pollers, scoped to what the caller may see."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ from serviceradar.admin.v1 import poller_service_pb2 as pb
 from serviceradar.admin.v1 import poller_service_pb2_grpc as pb_grpc
 from srcore.api.context import Context
 from srcore.api.convert import duration, timestamp
+from srcore.dispatch.drain import DrainService
 from srcore.domain import validation
 from srcore.domain.errors import InvalidArgument, NotFound
+from srcore.domain.liveness import LivenessStore, MaintenanceService, TransitionRecord
 from srcore.domain.model import AgentState, Poller, PollerState
 from srcore.security.principal import Principal, caller
 from srcore.store.pollers import PollerRepository
@@ -19,6 +21,9 @@ AGENT_STATES = {state: getattr(pb, f"AGENT_STATE_{state.name}") for state in Age
 _STATE_FROM_PB = {value: state for state, value in POLLER_STATES.items()}
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000
+DEFAULT_HISTORY = 20
+MAX_HISTORY = 1000
+MAX_REASON = 200
 
 
 def poller_message(poller: Poller) -> pb.Poller:
@@ -40,6 +45,7 @@ def poller_message(poller: Poller) -> pb.Poller:
         clock_skew=duration(poller.clock_skew_seconds),
         message=poller.message,
         agent_count=poller.agent_count,
+        assigned_work=poller.assigned_work,
         agents=[
             pb.Agent(
                 agent_id=a.agent_id,
@@ -53,6 +59,19 @@ def poller_message(poller: Poller) -> pb.Poller:
             )
             for a in poller.agents
         ],
+    )
+
+
+def transition_message(record: TransitionRecord) -> pb.PollerTransition:
+    """One entry of a poller's state history."""
+    t = record.transition
+    return pb.PollerTransition(
+        from_state=POLLER_STATES[PollerState(t.from_state)],
+        to_state=POLLER_STATES[PollerState(t.to_state)],
+        reason=t.reason,
+        at=timestamp(t.at),
+        replica=record.replica,
+        fencing_token=record.fencing_token,
     )
 
 
@@ -75,10 +94,19 @@ def _decode_token(token: str) -> tuple[str, str]:
 
 
 class PollerServicer(pb_grpc.PollerServiceServicer):
-    """Reads pollers from the store."""
+    """Reads pollers from the store; state changes go through the domain services."""
 
-    def __init__(self, repository: PollerRepository) -> None:
+    def __init__(
+        self,
+        repository: PollerRepository,
+        liveness: LivenessStore,
+        maintenance: MaintenanceService,
+        drains: DrainService,
+    ) -> None:
         self._repository = repository
+        self._liveness = liveness
+        self._maintenance = maintenance
+        self._drains = drains
 
     async def ListPollers(self, request: pb.ListPollersRequest, context: Context) -> pb.ListPollersResponse:
         """One page of pollers."""
@@ -102,10 +130,43 @@ class PollerServicer(pb_grpc.PollerServiceServicer):
         )
 
     async def GetPoller(self, request: pb.GetPollerRequest, context: Context) -> pb.GetPollerResponse:
-        """One poller with its agents."""
+        """One poller with its agents and its latest transitions."""
         poller_id = validation.identifier("poller_id", request.poller_id)
+        if request.history_limit > MAX_HISTORY:
+            raise InvalidArgument("history_limit", f"at most {MAX_HISTORY}")
         tenant = caller().tenant_for(request.tenant)
         poller = await self._repository.get_poller(tenant, poller_id, with_agents=True)
         if poller is None:
             raise NotFound(f"poller {poller_id!r} not found")
-        return pb.GetPollerResponse(poller=poller_message(poller))
+        history = await self._liveness.history(tenant, poller_id, request.history_limit or DEFAULT_HISTORY)
+        return pb.GetPollerResponse(
+            poller=poller_message(poller), history=[transition_message(r) for r in history]
+        )
+
+    async def SetMaintenance(
+        self, request: pb.SetMaintenanceRequest, context: Context
+    ) -> pb.SetMaintenanceResponse:
+        """Start or end a poller's maintenance."""
+        poller_id = validation.identifier("poller_id", request.poller_id)
+        reason = validation.text("reason", request.reason, MAX_REASON)
+        tenant = caller().tenant_for(request.tenant)
+        poller = await self._maintenance.set_maintenance(tenant, poller_id, request.enabled, reason)
+        return pb.SetMaintenanceResponse(poller=poller_message(poller))
+
+    async def DrainPoller(self, request: pb.DrainPollerRequest, context: Context) -> pb.DrainPollerResponse:
+        """Drain a poller: its work moves to the other pollers of its partition."""
+        poller_id = validation.identifier("poller_id", request.poller_id)
+        reason = validation.text("reason", request.reason, MAX_REASON)
+        tenant = caller().tenant_for(request.tenant)
+        poller = await self._drains.drain(tenant, poller_id, reason)
+        return pb.DrainPollerResponse(poller=poller_message(poller))
+
+    async def ResumePoller(
+        self, request: pb.ResumePollerRequest, context: Context
+    ) -> pb.ResumePollerResponse:
+        """End a poller's drain: it is eligible for work again."""
+        poller_id = validation.identifier("poller_id", request.poller_id)
+        reason = validation.text("reason", request.reason, MAX_REASON)
+        tenant = caller().tenant_for(request.tenant)
+        poller = await self._drains.resume(tenant, poller_id, reason)
+        return pb.ResumePollerResponse(poller=poller_message(poller))

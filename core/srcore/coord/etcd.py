@@ -270,7 +270,8 @@ class EtcdCoordinator:
     async def start(self, me: ReplicaInfo) -> None:
         """Join: lease, replica key and campaign key in one go, then copy the keyspace.
 
-        Raises Unavailable when etcd does not answer; nothing is left running then.
+        Raises Unavailable when etcd does not answer; nothing is left running then, and
+        start() may be called again (a replica booting during an etcd outage retries).
         """
         if self._me is not None:
             raise RuntimeError("EtcdCoordinator.start() called twice")
@@ -283,8 +284,12 @@ class EtcdCoordinator:
                 # A campaign key nobody renews would block every other replica for a TTL.
                 with contextlib.suppress(EtcdError):
                     await self._etcd.revoke(self._lease)
-            self._closed = True
-            await self._etcd.close()
+            self._me = None
+            self._lease = None
+            self._campaign_key = None
+            self._campaign_revision = 0
+            self._campaign_cluster = 0
+            self._fresh_until = 0.0
             raise Unavailable(f"coordination (etcd) unavailable: {exc}") from exc
         self._spawn("etcd-session", self._session_loop())
         self._spawn("etcd-watch", self._watch_loop())
@@ -347,7 +352,7 @@ class EtcdCoordinator:
         if lowest is None or lowest.replica_id == self._me.replica_id:
             # Our own key, but not provably ours any more: nobody is known to lead.
             return None
-        return LeaderInfo(lowest.replica_id, lowest.create_revision)
+        return LeaderInfo(lowest.replica_id, lowest.create_revision, f"etcd:{self._mirror.cluster_id:x}")
 
     def is_leader(self) -> bool:
         """True while this replica's campaign key is the lowest and its lease is fresh."""
@@ -386,7 +391,7 @@ class EtcdCoordinator:
         lowest = self._mirror.lowest_candidate()
         if lowest is None or lowest.key != self._campaign_key:
             return None
-        return LeaderInfo(self._me.replica_id, self._campaign_revision)
+        return LeaderInfo(self._me.replica_id, self._campaign_revision, f"etcd:{self._campaign_cluster:x}")
 
     async def _leadership_loop(self) -> None:
         """Announce leadership changes; wake up when the copy changes or freshness runs out."""

@@ -322,7 +322,7 @@ class LocalCoordinator:
         always fences out writes made under its previous life.
         """
         self._me = me
-        self._leader = LeaderInfo(me.replica_id, int(time.time() * 1000))
+        self._leader = LeaderInfo(me.replica_id, int(time.time() * 1000), "local")
         self._notifier.announce(self._leader)
 
     async def close(self) -> None:

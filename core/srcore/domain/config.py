@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from typing import Any
 
 
@@ -15,3 +16,15 @@ def config_version(config: dict[str, Any]) -> str:
     """
     canonical = json.dumps(config, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+
+
+def poller_config_version(heartbeat_interval: float, items: Iterable[tuple[str, str, str]]) -> str:
+    """The version of a poller's configuration: its heartbeat interval and its items.
+
+    `items` are (kind, item id, item digest) triples; each digest already hashes the item's
+    canonical edge entry (`domain.work.item_digest`), so the version changes exactly when the
+    poller's work or any part of it changes, and is computed without reading item specs.
+    """
+    return config_version(
+        {"heartbeat_interval_ms": round(heartbeat_interval * 1000), "items": sorted(list(i) for i in items)}
+    )

@@ -37,10 +37,15 @@ class ReplicaInfo:
 
 @dataclass(frozen=True, slots=True)
 class LeaderInfo:
-    """Who leads now. `fencing_token` orders leaderships: a later one has a larger token."""
+    """Who leads now. `fencing_token` orders leaderships: a later one has a larger token.
+
+    Tokens only compare within one `epoch`: the coordination cluster that issued them (etcd's
+    cluster id). An etcd rebuilt from scratch counts revisions from 1 again under a new epoch.
+    """
 
     leader_id: str
     fencing_token: int
+    epoch: str = ""
 
 
 class RegistryChange(enum.StrEnum):

@@ -131,6 +131,7 @@ class Poller:
     message: str = ""
     agent_count: int = 0
     agents: list[Agent] = field(default_factory=list)
+    assigned_work: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Protocol
 
-from srcore.domain.config import config_version
+from srcore.domain.config import poller_config_version
 from srcore.domain.coordination import PollerRegistry, RegistryEntry
 from srcore.domain.errors import FailedPrecondition, NotFound, PermissionDenied
 from srcore.domain.model import (
@@ -82,10 +82,18 @@ class PollerStore(Protocol):
     ) -> None:
         """Upsert the poller and its agents, and record the transition, in one transaction."""
 
+    async def config_entries(self, tenant: str, poller_id: str) -> list[tuple[str, str, str]]:
+        """(kind, item id, digest) of each work item assigned to the poller."""
+
     async def record_heartbeats(
         self, pending: Sequence[PendingHeartbeat], replica_id: str, fencing_token: int
-    ) -> None:
-        """Write a batch of heartbeats (and the transitions they caused) in one transaction."""
+    ) -> dict[tuple[str, str], PollerState]:
+        """Write a batch of heartbeats (and the transitions they caused) in one transaction.
+
+        A poller's transitions are written only when the store still holds the state they
+        start from: the leader's liveness monitor or an operator may have moved it since this
+        replica remembered its state. Returns the state of each poller after the write.
+        """
 
 
 @dataclass(slots=True)
@@ -138,15 +146,6 @@ class RegistryService:
         self._live: dict[tuple[str, str], _Live] = {}
         self._pending: dict[tuple[str, str], PendingHeartbeat] = {}
 
-    def desired_config(self) -> dict[str, object]:
-        """The configuration every poller runs until work is assigned to it."""
-        return {
-            "heartbeat_interval_ms": int(self._interval * 1000),
-            "checks": [],
-            "sweeps": [],
-            "sources": [],
-        }
-
     async def _require_active_tenant(self, tenant: str) -> None:
         state = await self._store.tenant_state(tenant)
         if state is None:
@@ -172,7 +171,9 @@ class RegistryService:
                     registration.tenant, "poller", registration.poller_id,
                     existing.state.value, state.value, "registered", now,
                 )  # fmt: skip
-        desired = config_version(self.desired_config())
+        # From the work assigned to it now (none for a new poller); the leader's dispatch, which
+        # this registration triggers, rewrites it should a placement commit meanwhile.
+        desired = poller_config_version(self._interval, await self._store.config_entries(*key))
         session_id = uuid.uuid4().hex
         await self._store.save_registration(
             registration,
@@ -254,6 +255,17 @@ class RegistryService:
             clock_skew_seconds=beat.clock_skew_seconds,
         )
 
+    def config_changed(self, tenant: str, poller_id: str, version: str) -> None:
+        """The leader gave the poller a new configuration version: answer heartbeats with it."""
+        live = self._live.get((tenant, poller_id))
+        if live is not None:
+            live.desired_version = version
+
+    def forget(self) -> None:
+        """Forget what this replica remembers of live pollers (configuration changes may have
+        been missed): the next heartbeat of each reads the store again."""
+        self._live.clear()
+
     def take_pending(self) -> list[PendingHeartbeat]:
         """Hand over the heartbeats not yet written (the flusher writes them)."""
         pending = list(self._pending.values())
@@ -274,13 +286,24 @@ class RegistryService:
                 )
 
     async def flush(self) -> int:
-        """Write pending heartbeats in one batch; returns how many were written."""
+        """Write pending heartbeats in one batch; returns how many were written.
+
+        Also learns the states the store holds for those pollers, so the next heartbeat is
+        judged from a state another replica or an operator set (degraded by the liveness
+        monitor, maintenance), not from this replica's older memory.
+        """
         pending = self.take_pending()
         if not pending:
             return 0
         try:
-            await self._store.record_heartbeats(pending, self._replica_id, self._fencing_token())
+            stored = await self._store.record_heartbeats(pending, self._replica_id, self._fencing_token())
         except Exception:
             self.requeue(pending)
             raise
+        for key, state in stored.items():
+            live = self._live.get(key)
+            # A heartbeat queued meanwhile was judged from the old state; the next flush
+            # checks its transitions against the store and corrects this memory then.
+            if live is not None and key not in self._pending:
+                live.state = state
         return len(pending)

@@ -176,6 +176,8 @@ class Relay:
             for task in (self._prefetch, self._stamping):
                 if task is not None:
                     task.cancel()
+            self._prefetch = self._stamping = None
+            self._last_seq = None
 
     async def _back_off(self, seconds: float) -> None:
         # A relay waiting out a NATS outage starts again as soon as the connection is back,

@@ -1,20 +1,21 @@
 """The events subsystem of one replica, as the app wires it.
 
 Every replica writes events (through `store.transitions.record_transitions`) and serves
-ListEvents/WatchEvents from the outbox. The leader also runs the relay (when NATS is
-configured) and the outbox housekeeping: retention and the backlog gauges.
+ListEvents/WatchEvents from the outbox. The leader also runs, as jobs of the leader-job runner
+(coord/jobs.py), the relay (when NATS is configured) and the outbox housekeeping: retention
+and the backlog gauges.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from srcore.domain.coordination import Coordinator, LeaderInfo
+from srcore.domain.coordination import Coordinator
+from srcore.domain.leadership import LeaderJob, Leadership
 from srcore.events.bus import NatsBus
 from srcore.events.config import EventConfig
 from srcore.events.metrics import OUTBOX_BACKLOG, OUTBOX_OLDEST_AGE
@@ -26,8 +27,6 @@ log = logging.getLogger(__name__)
 
 GAUGE_INTERVAL = 5.0
 PRUNE_INTERVAL = 60.0
-# How long a leader job that failed unexpectedly waits before it starts again.
-RESTART_DELAY = 5.0
 
 
 def _utcnow() -> datetime:
@@ -51,7 +50,7 @@ def _backlog_text(backlog: Backlog, now: datetime) -> str:
 
 
 class EventsRuntime:
-    """Outbox, signal, NATS connection and leader-only jobs of one replica."""
+    """Outbox, signal, NATS connection and the leader-only jobs of one replica."""
 
     def __init__(
         self,
@@ -69,51 +68,48 @@ class EventsRuntime:
             if config.nats_url
             else None
         )
+        # The relay of the leadership this replica holds, for the health probe.
         self.relay: Relay | None = None
         self._coordinator = coordinator
         self._clock = clock
-        self._leader_task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        """Connect to NATS in the background and follow leadership."""
+        """Connect to NATS in the background."""
         if self.bus is not None:
             self.bus.start()
-        self._coordinator.on_leadership_change(self._on_leadership)
 
-    async def _on_leadership(self, leader: LeaderInfo | None) -> None:
-        await self._stop_leader_jobs()
-        if leader is not None:
-            self._leader_task = asyncio.get_running_loop().create_task(
-                self._leader_jobs(leader.fencing_token), name="events-leader-jobs"
-            )
-
-    def _leading(self, token: int) -> bool:
-        leader = self._coordinator.leader()
-        return self._coordinator.is_leader() and leader is not None and leader.fencing_token == token
-
-    async def _leader_jobs(self, token: int) -> None:
-        jobs: list[Callable[[], Awaitable[None]]] = [lambda: self._housekeeping(token)]
+    def leader_jobs(self) -> dict[str, LeaderJob]:
+        """The jobs the leader runs: the relay (with NATS) and the outbox housekeeping."""
+        jobs: dict[str, LeaderJob] = {"event-outbox-housekeeping": self._housekeeping}
         if self.bus is not None:
-            self.relay = Relay(self.outbox, self.bus, self.config, lambda: self._leading(token), self.signal)
-            jobs.append(self.relay.run)
-        async with asyncio.TaskGroup() as group:
-            for job in jobs:
-                group.create_task(self._keep_running(job, token))
+            jobs["event-relay"] = self._relay
+        return jobs
 
-    async def _keep_running(self, job: Callable[[], Awaitable[None]], token: int) -> None:
-        # A job returns when leadership ends; one that fails for an unexpected reason is
-        # logged and started again, so a bug in one batch cannot stop events for good.
-        while self._leading(token):
-            try:
-                await job()
-            except Exception:
-                log.exception("events leader job failed; restarting in %.0fs", RESTART_DELAY)
-                await asyncio.sleep(RESTART_DELAY)
+    def _leading(self, leadership: Leadership) -> bool:
+        # The runner's stop signal, and the coordinator's word that this leadership (not a
+        # later one of this replica) still holds.
+        leader = self._coordinator.leader()
+        return (
+            not leadership.stopping
+            and self._coordinator.is_leader()
+            and leader is not None
+            and leader.fencing_token == leadership.info.fencing_token
+        )
 
-    async def _housekeeping(self, token: int) -> None:
+    async def _relay(self, leadership: Leadership) -> None:
+        assert self.bus is not None
+        relay = Relay(self.outbox, self.bus, self.config, lambda: self._leading(leadership), self.signal)
+        self.relay = relay
+        try:
+            await relay.run()
+        finally:
+            if self.relay is relay:
+                self.relay = None
+
+    async def _housekeeping(self, leadership: Leadership) -> None:
         next_prune = 0.0
         loop = asyncio.get_running_loop()
-        while self._leading(token):
+        while self._leading(leadership):
             try:
                 if self.bus is not None:
                     backlog = await self.outbox.backlog()
@@ -129,15 +125,8 @@ class EventsRuntime:
             except Exception as exc:
                 # The store is down: the relay reports it too; try again next round.
                 log.warning("outbox housekeeping failed, will retry: %s", exc)
-            await asyncio.sleep(GAUGE_INTERVAL)
-
-    async def _stop_leader_jobs(self) -> None:
-        task, self._leader_task = self._leader_task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self.relay = None
+            if not await leadership.sleep(GAUGE_INTERVAL):
+                return
 
     async def health(self) -> EventsHealth:
         """The event bus as cluster status reports it: NATS, the relay and the backlog."""
@@ -166,8 +155,7 @@ class EventsRuntime:
         return EventsHealth("nats", healthy, "; ".join(parts))
 
     async def stop(self) -> None:
-        """Stop the leader jobs, close the NATS connection and the signal."""
-        await self._stop_leader_jobs()
+        """Close the NATS connection and the signal (the leader jobs are stopped by then)."""
         if self.bus is not None:
             await self.bus.close()
         self.signal.close()

@@ -78,8 +78,9 @@ def event_from_transition(
         fencing_token=fencing_token,
     )
     # Timestamp.FromDatetime goes through calendar.timegm, a tenth of the cost of writing an
-    # event; timedelta arithmetic gives the same value for an aware datetime.
-    since_epoch = transition.at - _EPOCH
+    # event; timedelta arithmetic gives the same value. A naive time is UTC, as in the store.
+    at = transition.at if transition.at.tzinfo is not None else transition.at.replace(tzinfo=UTC)
+    since_epoch = at - _EPOCH
     event.time.seconds = since_epoch.days * 86_400 + since_epoch.seconds
     event.time.nanos = since_epoch.microseconds * 1000
     return event

@@ -10,8 +10,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from srcore.domain.coordination import LeaderInfo
 from srcore.domain.ingest import BatchOpening, BatchRecord, BatchState, ResultKind, SweepCompletion
 from srcore.store.database import Database
+from srcore.store.fence import hold_fence
 from srcore.store.ingest_tables import (
     CHECK_COLUMNS,
     DEVICE_COLUMNS,
@@ -290,8 +292,11 @@ class IngestStore:
             rows = (await conn.execute(query.limit(limit))).all()
         return [record_from_row(r) for r in rows]
 
-    async def expire_batches(self, idle_before: datetime, now: datetime) -> int:
-        """Mark batches open but idle since before `idle_before` as expired."""
+    async def expire_batches(self, idle_before: datetime, now: datetime, leader: LeaderInfo) -> int:
+        """Mark batches open but idle since before `idle_before` as expired (a leader job).
+
+        Raises Fenced, expiring nothing, when a later leadership has written.
+        """
         async with self.db.begin() as conn:
             result = await conn.execute(
                 ingest_batches.update()
@@ -300,6 +305,7 @@ class IngestStore:
                 )
                 .values(state=BatchState.EXPIRED.value, updated_at=now)
             )
+            await hold_fence(conn, leader, now)
         return int(result.rowcount)
 
 

@@ -19,9 +19,13 @@ from srcore.domain.model import (
 )
 from srcore.domain.registry import PendingHeartbeat
 from srcore.store.database import Database
-from srcore.store.tables import agents, partitions, pollers, tenants
+from srcore.store.tables import agents, partitions, pollers, tenants, work_items
 from srcore.store.transitions import record_transitions
 from srcore.store.upsert import insert_ignore, upsert
+
+# Keys per read of poller states after a heartbeat flush: well under both dialects' limits on
+# bound parameters per statement.
+STATE_READ_CHUNK = 1000
 
 _AGENT_STATE = {
     ComponentStatus.OK: AgentState.CONNECTED,
@@ -56,6 +60,7 @@ def _poller(row: sa.Row[Any], agent_rows: Sequence[sa.Row[Any]] = (), agent_coun
         clock_skew_seconds=row.clock_skew_ms / 1000,
         message=row.message,
         agent_count=agent_count or len(agent_rows),
+        assigned_work=row.assigned_work,
         agents=[
             Agent(
                 agent_id=a.agent_id,
@@ -69,6 +74,16 @@ def _poller(row: sa.Row[Any], agent_rows: Sequence[sa.Row[Any]] = (), agent_coun
             )
             for a in agent_rows
         ],
+    )
+
+
+def _assigned_work() -> sa.Label[int]:
+    """The number of work items assigned to the poller of the row, as `assigned_work`."""
+    return (
+        sa.select(sa.func.count())
+        .where(work_items.c.tenant == pollers.c.tenant, work_items.c.poller_id == pollers.c.poller_id)
+        .scalar_subquery()
+        .label("assigned_work")
     )
 
 
@@ -96,7 +111,9 @@ class PollerRepository:
         async with self._db.connect() as conn:
             row = (
                 await conn.execute(
-                    sa.select(pollers).where(pollers.c.tenant == tenant, pollers.c.poller_id == poller_id)
+                    sa.select(pollers, _assigned_work()).where(
+                        pollers.c.tenant == tenant, pollers.c.poller_id == poller_id
+                    )
                 )
             ).first()
             if row is None:
@@ -113,6 +130,16 @@ class PollerRepository:
             poller.agents = []
         return poller
 
+    async def config_entries(self, tenant: str, poller_id: str) -> list[tuple[str, str, str]]:
+        """(kind, item id, digest) of each work item assigned to the poller."""
+        query = sa.select(work_items.c.kind, work_items.c.item_id, work_items.c.digest).where(
+            work_items.c.tenant == tenant,
+            work_items.c.poller_id == poller_id,
+            work_items.c.state == "assigned",
+        )
+        async with self._db.connect() as conn:
+            return [(row.kind, row.item_id, row.digest) for row in await conn.execute(query)]
+
     async def list_pollers(
         self,
         tenant: str | None,
@@ -127,7 +154,9 @@ class PollerRepository:
             .where(agents.c.tenant == pollers.c.tenant, agents.c.poller_id == pollers.c.poller_id)
             .scalar_subquery()
         )
-        query = sa.select(pollers, count.label("agent_count")).order_by(pollers.c.tenant, pollers.c.poller_id)
+        query = sa.select(pollers, count.label("agent_count"), _assigned_work()).order_by(
+            pollers.c.tenant, pollers.c.poller_id
+        )
         if tenant is not None:
             query = query.where(pollers.c.tenant == tenant)
         if partition is not None:
@@ -240,13 +269,18 @@ class PollerRepository:
 
     async def record_heartbeats(
         self, pending: Sequence[PendingHeartbeat], replica_id: str, fencing_token: int
-    ) -> None:
-        """Write a batch of heartbeats with executemany, in one transaction."""
+    ) -> dict[tuple[str, str], PollerState]:
+        """Write a batch of heartbeats with executemany, in one transaction.
+
+        Rows are updated in (tenant, poller_id) order, the order the liveness monitor locks
+        them in, so the two never deadlock. A poller's state changes are applied only when
+        the store still holds the state they start from (see `PollerStore.record_heartbeats`).
+        Returns the state of every poller written, after the write.
+        """
+        ordered = sorted(pending, key=lambda item: (item.heartbeat.tenant, item.heartbeat.poller_id))
         poller_rows: list[dict[str, Any]] = []
-        state_rows: list[dict[str, Any]] = []
         agent_rows: list[dict[str, Any]] = []
-        transitions: list[Transition] = []
-        for item in pending:
+        for item in ordered:
             beat = item.heartbeat
             poller_rows.append(
                 {
@@ -258,15 +292,6 @@ class PollerRepository:
                     "message": beat.message,
                 }
             )
-            if item.state is not None:
-                state_rows.append(
-                    {
-                        "k_tenant": beat.tenant,
-                        "k_poller": beat.poller_id,
-                        "state": item.state.value,
-                        "at": beat.received_at,
-                    }
-                )
             for agent in item.agents.values():
                 agent_rows.append(
                     {
@@ -278,11 +303,11 @@ class PollerRepository:
                         "last_seen": beat.received_at,
                     }
                 )
-            transitions.extend(item.transitions)
         poller_key = (pollers.c.tenant == sa.bindparam("k_tenant")) & (
             pollers.c.poller_id == sa.bindparam("k_poller")
         )
         async with self._db.begin() as conn:
+            # This locks the rows (PostgreSQL), so the states read next stay as read until commit.
             await conn.execute(
                 pollers.update()
                 .where(poller_key)
@@ -294,6 +319,25 @@ class PollerRepository:
                 ),
                 poller_rows,
             )
+            stored = await self._states(conn, [(r["k_tenant"], r["k_poller"]) for r in poller_rows])
+            state_rows: list[dict[str, Any]] = []
+            transitions: list[Transition] = []
+            for item in ordered:
+                key = (item.heartbeat.tenant, item.heartbeat.poller_id)
+                if item.state is None or not item.transitions:
+                    continue
+                if stored.get(key) != PollerState(item.transitions[0].from_state):
+                    continue  # moved by the leader or an operator since this replica looked
+                state_rows.append(
+                    {
+                        "k_tenant": key[0],
+                        "k_poller": key[1],
+                        "state": item.state.value,
+                        "at": item.heartbeat.received_at,
+                    }
+                )
+                transitions.extend(item.transitions)
+                stored[key] = item.state
             if state_rows:
                 await conn.execute(
                     pollers.update()
@@ -317,3 +361,18 @@ class PollerRepository:
                     agent_rows,
                 )
             await record_transitions(conn, transitions, replica_id, fencing_token)
+        return stored
+
+    @staticmethod
+    async def _states(conn: Any, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], PollerState]:
+        states: dict[tuple[str, str], PollerState] = {}
+        for start in range(0, len(keys), STATE_READ_CHUNK):
+            chunk = keys[start : start + STATE_READ_CHUNK]
+            rows = await conn.execute(
+                sa.select(pollers.c.tenant, pollers.c.poller_id, pollers.c.state).where(
+                    sa.tuple_(pollers.c.tenant, pollers.c.poller_id).in_(chunk)
+                )
+            )
+            for row in rows:
+                states[(row.tenant, row.poller_id)] = PollerState(row.state)
+        return states

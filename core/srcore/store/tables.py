@@ -62,6 +62,8 @@ pollers = sa.Table(
     sa.Column("message", sa.String(1024), nullable=False, server_default=""),
     sa.Column("state_changed_at", Timestamp, nullable=False),
     sa.Index("ix_pollers_tenant_partition", "tenant", "partition"),
+    # The liveness monitor's scan: pollers of a state whose last heartbeat is older than a bound.
+    sa.Index("ix_pollers_state_last_seen", "state", "last_seen"),
 )
 
 agents = sa.Table(
@@ -101,6 +103,19 @@ state_transitions = sa.Table(
     sa.Column("fencing_token", sa.BigInteger, nullable=False),
     sa.Column("at", Timestamp, nullable=False),
     sa.Index("ix_state_transitions_entity", "tenant", "entity_type", "entity_id", "id"),
+)
+
+# The newest leadership that wrote (store/fence.py): one row, 'leader'. Every write made on
+# behalf of leadership updates it in its own transaction, only when its token is not older.
+leadership_fence = sa.Table(
+    "leadership_fence",
+    metadata,
+    sa.Column("name", sa.String(32), primary_key=True),
+    # The coordination cluster that issued `token` (tokens of two epochs do not compare).
+    sa.Column("epoch", sa.String(64), nullable=False),
+    sa.Column("token", sa.BigInteger, nullable=False),
+    sa.Column("replica", sa.String(128), nullable=False),
+    sa.Column("updated_at", Timestamp, nullable=False),
 )
 
 # The transactional outbox of infrastructure events (srcore.events): one row per state change,
@@ -209,4 +224,40 @@ audit_events = sa.Table(
     sa.Column("message", sa.String(512), nullable=False, server_default=""),
     sa.Column("peer", sa.String(128), nullable=False, server_default=""),
     sa.Index("ix_audit_events_tenant_id", "tenant", "id"),
+)
+
+# Service checks, sweep groups and integration sources (srcore.domain.work), one row each,
+# with where the leader placed it. `spec` holds the kind's fields; credentials exist only
+# sealed (AES-256-GCM) beside the id of the key that sealed them. `digest` hashes the item's
+# edge entry, so the leader computes poller configuration versions without reading specs.
+# `revision` grows with every operator change; the leader's placement writes are conditioned
+# on the revision they read, so they never overwrite a newer change.
+work_items = sa.Table(
+    "work_items",
+    metadata,
+    sa.Column("tenant", sa.String(63), sa.ForeignKey("tenants.name"), primary_key=True),
+    sa.Column("kind", sa.String(16), primary_key=True),
+    sa.Column("name", sa.String(128), primary_key=True),
+    sa.Column("item_id", sa.String(32), nullable=False, unique=True),
+    sa.Column("partition", sa.String(63), nullable=False),
+    sa.Column("enabled", sa.Boolean, nullable=False),
+    sa.Column("spec", Json, nullable=False),
+    sa.Column("capability", sa.String(32), nullable=False),
+    sa.Column("agent_id", sa.String(128), nullable=False, server_default=""),
+    sa.Column("digest", sa.String(64), nullable=False),
+    sa.Column("sealed_credentials", sa.LargeBinary, nullable=True),
+    sa.Column("credentials_key_id", sa.String(32), nullable=True),
+    sa.Column("credentials_version", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("credentials_updated_at", Timestamp, nullable=True),
+    sa.Column("revision", sa.BigInteger, nullable=False),
+    sa.Column("poller_id", sa.String(128), nullable=True),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("state_reason", sa.String(512), nullable=False, server_default=""),
+    sa.Column("state_changed_at", Timestamp, nullable=False),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Column("updated_at", Timestamp, nullable=False),
+    sa.Index("ix_work_items_tenant_partition", "tenant", "partition"),
+    sa.Index("ix_work_items_tenant_poller", "tenant", "poller_id"),
+    # rotate-key's scan: values sealed with a key other than the newest.
+    sa.Index("ix_work_items_credentials_key_id", "credentials_key_id"),
 )

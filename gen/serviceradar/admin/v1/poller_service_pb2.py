@@ -26,7 +26,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*serviceradar/admin/v1/poller_service.proto\x12\x15serviceradar.admin.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xac\x02\n\x05\x41gent\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x30\n\x05state\x18\x02 \x01(\x0e\x32!.serviceradar.admin.v1.AgentState\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x14\n\x0c\x63\x61pabilities\x18\x04 \x03(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x05 \x01(\t\x12\x0f\n\x07message\x18\x06 \x01(\t\x12-\n\tlast_seen\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x38\n\x06labels\x18\x08 \x03(\x0b\x32(.serviceradar.admin.v1.Agent.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xd2\x04\n\x06Poller\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\t\x12\x11\n\tpoller_id\x18\x03 \x01(\t\x12\x31\n\x05state\x18\x04 \x01(\x0e\x32\".serviceradar.admin.v1.PollerState\x12\x0f\n\x07version\x18\x05 \x01(\t\x12\x14\n\x0c\x63\x61pabilities\x18\x06 \x03(\t\x12\x39\n\x06labels\x18\x07 \x03(\x0b\x32).serviceradar.admin.v1.Poller.LabelsEntry\x12\x10\n\x08hostname\x18\x08 \x01(\t\x12\x31\n\rregistered_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tlast_seen\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0fserving_replica\x18\x0b \x01(\t\x12\x1e\n\x16\x64\x65sired_config_version\x18\x0c \x01(\t\x12\x1e\n\x16\x61pplied_config_version\x18\r \x01(\t\x12-\n\nclock_skew\x18\x0e \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0f\n\x07message\x18\x0f \x01(\t\x12,\n\x06\x61gents\x18\x10 \x03(\x0b\x32\x1c.serviceradar.admin.v1.Agent\x12\x13\n\x0b\x61gent_count\x18\x11 \x01(\r\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x91\x01\n\x12ListPollersRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\t\x12\x31\n\x05state\x18\x03 \x01(\x0e\x32\".serviceradar.admin.v1.PollerState\x12\x11\n\tpage_size\x18\x04 \x01(\r\x12\x12\n\npage_token\x18\x05 \x01(\t\"^\n\x13ListPollersResponse\x12.\n\x07pollers\x18\x01 \x03(\x0b\x32\x1d.serviceradar.admin.v1.Poller\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"5\n\x10GetPollerRequest\x12\x11\n\tpoller_id\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\"B\n\x11GetPollerResponse\x12-\n\x06poller\x18\x01 \x01(\x0b\x32\x1d.serviceradar.admin.v1.Poller*\xeb\x01\n\x0bPollerState\x12\x1c\n\x18POLLER_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14POLLER_STATE_HEALTHY\x10\x01\x12\x19\n\x15POLLER_STATE_DEGRADED\x10\x02\x12\x18\n\x14POLLER_STATE_OFFLINE\x10\x03\x12\x1b\n\x17POLLER_STATE_RECOVERING\x10\x04\x12\x1c\n\x18POLLER_STATE_MAINTENANCE\x10\x05\x12\x19\n\x15POLLER_STATE_DRAINING\x10\x06\x12\x19\n\x15POLLER_STATE_INACTIVE\x10\x07*\xb5\x01\n\nAgentState\x12\x1b\n\x17\x41GENT_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x41GENT_STATE_CONNECTING\x10\x01\x12\x19\n\x15\x41GENT_STATE_CONNECTED\x10\x02\x12\x18\n\x14\x41GENT_STATE_DEGRADED\x10\x03\x12\x1c\n\x18\x41GENT_STATE_DISCONNECTED\x10\x04\x12\x1b\n\x17\x41GENT_STATE_UNAVAILABLE\x10\x05\x32\xd5\x01\n\rPollerService\x12\x64\n\x0bListPollers\x12).serviceradar.admin.v1.ListPollersRequest\x1a*.serviceradar.admin.v1.ListPollersResponse\x12^\n\tGetPoller\x12\'.serviceradar.admin.v1.GetPollerRequest\x1a(.serviceradar.admin.v1.GetPollerResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*serviceradar/admin/v1/poller_service.proto\x12\x15serviceradar.admin.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xac\x02\n\x05\x41gent\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x30\n\x05state\x18\x02 \x01(\x0e\x32!.serviceradar.admin.v1.AgentState\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x14\n\x0c\x63\x61pabilities\x18\x04 \x03(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x05 \x01(\t\x12\x0f\n\x07message\x18\x06 \x01(\t\x12-\n\tlast_seen\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x38\n\x06labels\x18\x08 \x03(\x0b\x32(.serviceradar.admin.v1.Agent.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xe9\x04\n\x06Poller\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\t\x12\x11\n\tpoller_id\x18\x03 \x01(\t\x12\x31\n\x05state\x18\x04 \x01(\x0e\x32\".serviceradar.admin.v1.PollerState\x12\x0f\n\x07version\x18\x05 \x01(\t\x12\x14\n\x0c\x63\x61pabilities\x18\x06 \x03(\t\x12\x39\n\x06labels\x18\x07 \x03(\x0b\x32).serviceradar.admin.v1.Poller.LabelsEntry\x12\x10\n\x08hostname\x18\x08 \x01(\t\x12\x31\n\rregistered_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tlast_seen\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0fserving_replica\x18\x0b \x01(\t\x12\x1e\n\x16\x64\x65sired_config_version\x18\x0c \x01(\t\x12\x1e\n\x16\x61pplied_config_version\x18\r \x01(\t\x12-\n\nclock_skew\x18\x0e \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0f\n\x07message\x18\x0f \x01(\t\x12,\n\x06\x61gents\x18\x10 \x03(\x0b\x32\x1c.serviceradar.admin.v1.Agent\x12\x13\n\x0b\x61gent_count\x18\x11 \x01(\r\x12\x15\n\rassigned_work\x18\x12 \x01(\r\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x91\x01\n\x12ListPollersRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\t\x12\x31\n\x05state\x18\x03 \x01(\x0e\x32\".serviceradar.admin.v1.PollerState\x12\x11\n\tpage_size\x18\x04 \x01(\r\x12\x12\n\npage_token\x18\x05 \x01(\t\"^\n\x13ListPollersResponse\x12.\n\x07pollers\x18\x01 \x03(\x0b\x32\x1d.serviceradar.admin.v1.Poller\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"L\n\x10GetPollerRequest\x12\x11\n\tpoller_id\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x15\n\rhistory_limit\x18\x03 \x01(\r\"|\n\x11GetPollerResponse\x12-\n\x06poller\x18\x01 \x01(\x0b\x32\x1d.serviceradar.admin.v1.Poller\x12\x38\n\x07history\x18\x02 \x03(\x0b\x32\'.serviceradar.admin.v1.PollerTransition\"\xe0\x01\n\x10PollerTransition\x12\x36\n\nfrom_state\x18\x01 \x01(\x0e\x32\".serviceradar.admin.v1.PollerState\x12\x34\n\x08to_state\x18\x02 \x01(\x0e\x32\".serviceradar.admin.v1.PollerState\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12&\n\x02\x61t\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07replica\x18\x05 \x01(\t\x12\x15\n\rfencing_token\x18\x06 \x01(\x03\"[\n\x15SetMaintenanceRequest\x12\x11\n\tpoller_id\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x0f\n\x07\x65nabled\x18\x03 \x01(\x08\x12\x0e\n\x06reason\x18\x04 \x01(\t\"G\n\x16SetMaintenanceResponse\x12-\n\x06poller\x18\x01 \x01(\x0b\x32\x1d.serviceradar.admin.v1.Poller\"G\n\x12\x44rainPollerRequest\x12\x11\n\tpoller_id\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"D\n\x13\x44rainPollerResponse\x12-\n\x06poller\x18\x01 \x01(\x0b\x32\x1d.serviceradar.admin.v1.Poller\"H\n\x13ResumePollerRequest\x12\x11\n\tpoller_id\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"E\n\x14ResumePollerResponse\x12-\n\x06poller\x18\x01 \x01(\x0b\x32\x1d.serviceradar.admin.v1.Poller*\xeb\x01\n\x0bPollerState\x12\x1c\n\x18POLLER_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14POLLER_STATE_HEALTHY\x10\x01\x12\x19\n\x15POLLER_STATE_DEGRADED\x10\x02\x12\x18\n\x14POLLER_STATE_OFFLINE\x10\x03\x12\x1b\n\x17POLLER_STATE_RECOVERING\x10\x04\x12\x1c\n\x18POLLER_STATE_MAINTENANCE\x10\x05\x12\x19\n\x15POLLER_STATE_DRAINING\x10\x06\x12\x19\n\x15POLLER_STATE_INACTIVE\x10\x07*\xb5\x01\n\nAgentState\x12\x1b\n\x17\x41GENT_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x41GENT_STATE_CONNECTING\x10\x01\x12\x19\n\x15\x41GENT_STATE_CONNECTED\x10\x02\x12\x18\n\x14\x41GENT_STATE_DEGRADED\x10\x03\x12\x1c\n\x18\x41GENT_STATE_DISCONNECTED\x10\x04\x12\x1b\n\x17\x41GENT_STATE_UNAVAILABLE\x10\x05\x32\x93\x04\n\rPollerService\x12\x64\n\x0bListPollers\x12).serviceradar.admin.v1.ListPollersRequest\x1a*.serviceradar.admin.v1.ListPollersResponse\x12^\n\tGetPoller\x12\'.serviceradar.admin.v1.GetPollerRequest\x1a(.serviceradar.admin.v1.GetPollerResponse\x12m\n\x0eSetMaintenance\x12,.serviceradar.admin.v1.SetMaintenanceRequest\x1a-.serviceradar.admin.v1.SetMaintenanceResponse\x12\x64\n\x0b\x44rainPoller\x12).serviceradar.admin.v1.DrainPollerRequest\x1a*.serviceradar.admin.v1.DrainPollerResponse\x12g\n\x0cResumePoller\x12*.serviceradar.admin.v1.ResumePollerRequest\x1a+.serviceradar.admin.v1.ResumePollerResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,26 +37,40 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_AGENT_LABELSENTRY']._serialized_options = b'8\001'
   _globals['_POLLER_LABELSENTRY']._loaded_options = None
   _globals['_POLLER_LABELSENTRY']._serialized_options = b'8\001'
-  _globals['_POLLERSTATE']._serialized_start=1402
-  _globals['_POLLERSTATE']._serialized_end=1637
-  _globals['_AGENTSTATE']._serialized_start=1640
-  _globals['_AGENTSTATE']._serialized_end=1821
+  _globals['_POLLERSTATE']._serialized_start=2187
+  _globals['_POLLERSTATE']._serialized_end=2422
+  _globals['_AGENTSTATE']._serialized_start=2425
+  _globals['_AGENTSTATE']._serialized_end=2606
   _globals['_AGENT']._serialized_start=135
   _globals['_AGENT']._serialized_end=435
   _globals['_AGENT_LABELSENTRY']._serialized_start=390
   _globals['_AGENT_LABELSENTRY']._serialized_end=435
   _globals['_POLLER']._serialized_start=438
-  _globals['_POLLER']._serialized_end=1032
+  _globals['_POLLER']._serialized_end=1055
   _globals['_POLLER_LABELSENTRY']._serialized_start=390
   _globals['_POLLER_LABELSENTRY']._serialized_end=435
-  _globals['_LISTPOLLERSREQUEST']._serialized_start=1035
-  _globals['_LISTPOLLERSREQUEST']._serialized_end=1180
-  _globals['_LISTPOLLERSRESPONSE']._serialized_start=1182
-  _globals['_LISTPOLLERSRESPONSE']._serialized_end=1276
-  _globals['_GETPOLLERREQUEST']._serialized_start=1278
-  _globals['_GETPOLLERREQUEST']._serialized_end=1331
-  _globals['_GETPOLLERRESPONSE']._serialized_start=1333
-  _globals['_GETPOLLERRESPONSE']._serialized_end=1399
-  _globals['_POLLERSERVICE']._serialized_start=1824
-  _globals['_POLLERSERVICE']._serialized_end=2037
+  _globals['_LISTPOLLERSREQUEST']._serialized_start=1058
+  _globals['_LISTPOLLERSREQUEST']._serialized_end=1203
+  _globals['_LISTPOLLERSRESPONSE']._serialized_start=1205
+  _globals['_LISTPOLLERSRESPONSE']._serialized_end=1299
+  _globals['_GETPOLLERREQUEST']._serialized_start=1301
+  _globals['_GETPOLLERREQUEST']._serialized_end=1377
+  _globals['_GETPOLLERRESPONSE']._serialized_start=1379
+  _globals['_GETPOLLERRESPONSE']._serialized_end=1503
+  _globals['_POLLERTRANSITION']._serialized_start=1506
+  _globals['_POLLERTRANSITION']._serialized_end=1730
+  _globals['_SETMAINTENANCEREQUEST']._serialized_start=1732
+  _globals['_SETMAINTENANCEREQUEST']._serialized_end=1823
+  _globals['_SETMAINTENANCERESPONSE']._serialized_start=1825
+  _globals['_SETMAINTENANCERESPONSE']._serialized_end=1896
+  _globals['_DRAINPOLLERREQUEST']._serialized_start=1898
+  _globals['_DRAINPOLLERREQUEST']._serialized_end=1969
+  _globals['_DRAINPOLLERRESPONSE']._serialized_start=1971
+  _globals['_DRAINPOLLERRESPONSE']._serialized_end=2039
+  _globals['_RESUMEPOLLERREQUEST']._serialized_start=2041
+  _globals['_RESUMEPOLLERREQUEST']._serialized_end=2113
+  _globals['_RESUMEPOLLERRESPONSE']._serialized_start=2115
+  _globals['_RESUMEPOLLERRESPONSE']._serialized_end=2184
+  _globals['_POLLERSERVICE']._serialized_start=2609
+  _globals['_POLLERSERVICE']._serialized_end=3140
 # @@protoc_insertion_point(module_scope)

@@ -220,6 +220,7 @@ class Poller(_message.Message):
     MESSAGE_FIELD_NUMBER: _builtins.int
     AGENTS_FIELD_NUMBER: _builtins.int
     AGENT_COUNT_FIELD_NUMBER: _builtins.int
+    ASSIGNED_WORK_FIELD_NUMBER: _builtins.int
     tenant: _builtins.str
     """Tenant the poller belongs to."""
     partition: _builtins.str
@@ -242,6 +243,8 @@ class Poller(_message.Message):
     """Last status message it reported."""
     agent_count: _builtins.int
     """Number of agents behind it."""
+    assigned_work: _builtins.int
+    """Number of checks, sweep groups and integration sources assigned to it."""
     @_builtins.property
     def capabilities(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """What the poller can run."""
@@ -286,10 +289,11 @@ class Poller(_message.Message):
         message: _builtins.str = ...,
         agents: _abc.Iterable[Global___Agent] | None = ...,
         agent_count: _builtins.int = ...,
+        assigned_work: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["clock_skew", b"clock_skew", "last_seen", b"last_seen", "registered_at", b"registered_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_count", b"agent_count", "agents", b"agents", "applied_config_version", b"applied_config_version", "capabilities", b"capabilities", "clock_skew", b"clock_skew", "desired_config_version", b"desired_config_version", "hostname", b"hostname", "labels", b"labels", "last_seen", b"last_seen", "message", b"message", "partition", b"partition", "poller_id", b"poller_id", "registered_at", b"registered_at", "serving_replica", b"serving_replica", "state", b"state", "tenant", b"tenant", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_count", b"agent_count", "agents", b"agents", "applied_config_version", b"applied_config_version", "assigned_work", b"assigned_work", "capabilities", b"capabilities", "clock_skew", b"clock_skew", "desired_config_version", b"desired_config_version", "hostname", b"hostname", "labels", b"labels", "last_seen", b"last_seen", "message", b"message", "partition", b"partition", "poller_id", b"poller_id", "registered_at", b"registered_at", "serving_replica", b"serving_replica", "state", b"state", "tenant", b"tenant", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -369,19 +373,23 @@ class GetPollerRequest(_message.Message):
 
     POLLER_ID_FIELD_NUMBER: _builtins.int
     TENANT_FIELD_NUMBER: _builtins.int
+    HISTORY_LIMIT_FIELD_NUMBER: _builtins.int
     poller_id: _builtins.str
     """Poller id."""
     tenant: _builtins.str
     """Tenant; empty means the caller's tenant ("default" for a platform admin)."""
+    history_limit: _builtins.int
+    """Most transitions to return in history, 0-1000; 0 means 20."""
     def __init__(
         self,
         *,
         poller_id: _builtins.str = ...,
         tenant: _builtins.str = ...,
+        history_limit: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["poller_id", b"poller_id", "tenant", b"tenant"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["history_limit", b"history_limit", "poller_id", b"poller_id", "tenant", b"tenant"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -390,6 +398,116 @@ Global___GetPollerRequest: _TypeAlias = GetPollerRequest  # noqa: Y015
 @_typing.final
 class GetPollerResponse(_message.Message):
     """GetPollerResponse holds the poller."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POLLER_FIELD_NUMBER: _builtins.int
+    HISTORY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def poller(self) -> Global___Poller:
+        """The poller, with its agents."""
+
+    @_builtins.property
+    def history(self) -> _containers.RepeatedCompositeFieldContainer[Global___PollerTransition]:
+        """Its latest state transitions, newest first."""
+
+    def __init__(
+        self,
+        *,
+        poller: Global___Poller | None = ...,
+        history: _abc.Iterable[Global___PollerTransition] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["poller", b"poller"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["history", b"history", "poller", b"poller"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetPollerResponse: _TypeAlias = GetPollerResponse  # noqa: Y015
+
+@_typing.final
+class PollerTransition(_message.Message):
+    """PollerTransition is one recorded change of a poller's state."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FROM_STATE_FIELD_NUMBER: _builtins.int
+    TO_STATE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    AT_FIELD_NUMBER: _builtins.int
+    REPLICA_FIELD_NUMBER: _builtins.int
+    FENCING_TOKEN_FIELD_NUMBER: _builtins.int
+    from_state: Global___PollerState.ValueType
+    """State before."""
+    to_state: Global___PollerState.ValueType
+    """State after."""
+    reason: _builtins.str
+    """Why: the cause ("heartbeat_late", "maintenance_on", ...), then any detail."""
+    replica: _builtins.str
+    """Replica that recorded it."""
+    fencing_token: _builtins.int
+    """Fencing token of the leadership it was recorded under (the leader's own for the liveness
+    monitor's transitions).
+    """
+    @_builtins.property
+    def at(self) -> _timestamp_pb2.Timestamp:
+        """When it happened (server clock)."""
+
+    def __init__(
+        self,
+        *,
+        from_state: Global___PollerState.ValueType = ...,
+        to_state: Global___PollerState.ValueType = ...,
+        reason: _builtins.str = ...,
+        at: _timestamp_pb2.Timestamp | None = ...,
+        replica: _builtins.str = ...,
+        fencing_token: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "fencing_token", b"fencing_token", "from_state", b"from_state", "reason", b"reason", "replica", b"replica", "to_state", b"to_state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PollerTransition: _TypeAlias = PollerTransition  # noqa: Y015
+
+@_typing.final
+class SetMaintenanceRequest(_message.Message):
+    """SetMaintenanceRequest names the poller and whether maintenance starts or ends."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POLLER_ID_FIELD_NUMBER: _builtins.int
+    TENANT_FIELD_NUMBER: _builtins.int
+    ENABLED_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    poller_id: _builtins.str
+    """Poller id."""
+    tenant: _builtins.str
+    """Tenant; empty means the caller's tenant ("default" for a platform admin)."""
+    enabled: _builtins.bool
+    """True puts the poller under maintenance, false ends it."""
+    reason: _builtins.str
+    """Why, for the state history and the event, up to 200 characters."""
+    def __init__(
+        self,
+        *,
+        poller_id: _builtins.str = ...,
+        tenant: _builtins.str = ...,
+        enabled: _builtins.bool = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["enabled", b"enabled", "poller_id", b"poller_id", "reason", b"reason", "tenant", b"tenant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetMaintenanceRequest: _TypeAlias = SetMaintenanceRequest  # noqa: Y015
+
+@_typing.final
+class SetMaintenanceResponse(_message.Message):
+    """SetMaintenanceResponse holds the poller after the change."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -409,4 +527,112 @@ class GetPollerResponse(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___GetPollerResponse: _TypeAlias = GetPollerResponse  # noqa: Y015
+Global___SetMaintenanceResponse: _TypeAlias = SetMaintenanceResponse  # noqa: Y015
+
+@_typing.final
+class DrainPollerRequest(_message.Message):
+    """DrainPollerRequest names the poller to drain."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POLLER_ID_FIELD_NUMBER: _builtins.int
+    TENANT_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    poller_id: _builtins.str
+    """Poller id."""
+    tenant: _builtins.str
+    """Tenant; empty means the caller's tenant ("default" for a platform admin)."""
+    reason: _builtins.str
+    """Why, for the state history and the event, up to 255 characters."""
+    def __init__(
+        self,
+        *,
+        poller_id: _builtins.str = ...,
+        tenant: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["poller_id", b"poller_id", "reason", b"reason", "tenant", b"tenant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DrainPollerRequest: _TypeAlias = DrainPollerRequest  # noqa: Y015
+
+@_typing.final
+class DrainPollerResponse(_message.Message):
+    """DrainPollerResponse holds the poller after the change."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POLLER_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def poller(self) -> Global___Poller:
+        """The poller, now draining."""
+
+    def __init__(
+        self,
+        *,
+        poller: Global___Poller | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["poller", b"poller"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["poller", b"poller"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DrainPollerResponse: _TypeAlias = DrainPollerResponse  # noqa: Y015
+
+@_typing.final
+class ResumePollerRequest(_message.Message):
+    """ResumePollerRequest names the poller to resume."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POLLER_ID_FIELD_NUMBER: _builtins.int
+    TENANT_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    poller_id: _builtins.str
+    """Poller id."""
+    tenant: _builtins.str
+    """Tenant; empty means the caller's tenant ("default" for a platform admin)."""
+    reason: _builtins.str
+    """Why, for the state history and the event, up to 255 characters."""
+    def __init__(
+        self,
+        *,
+        poller_id: _builtins.str = ...,
+        tenant: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["poller_id", b"poller_id", "reason", b"reason", "tenant", b"tenant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResumePollerRequest: _TypeAlias = ResumePollerRequest  # noqa: Y015
+
+@_typing.final
+class ResumePollerResponse(_message.Message):
+    """ResumePollerResponse holds the poller after the change."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POLLER_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def poller(self) -> Global___Poller:
+        """The poller, eligible for work again."""
+
+    def __init__(
+        self,
+        *,
+        poller: Global___Poller | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["poller", b"poller"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["poller", b"poller"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResumePollerResponse: _TypeAlias = ResumePollerResponse  # noqa: Y015

@@ -45,6 +45,21 @@ class PollerServiceStub:
                 request_serializer=serviceradar_dot_admin_dot_v1_dot_poller__service__pb2.GetPollerRequest.SerializeToString,
                 response_deserializer=serviceradar_dot_admin_dot_v1_dot_poller__service__pb2.GetPollerResponse.FromString,
                 _registered_method=True)
+        self.SetMaintenance = channel.unary_unary(
+                '/serviceradar.admin.v1.PollerService/SetMaintenance',
+                request_serializer=serviceradar_dot_admin_dot_v1_dot_poller__service__pb2.SetMaintenanceRequest.SerializeToString,
+                response_deserializer=serviceradar_dot_admin_dot_v1_dot_poller__service__pb2.SetMaintenanceResponse.FromString,
+                _registered_method=True)
+        self.DrainPoller = channel.unary_unary(
+                '/serviceradar.admin.v1.PollerService/DrainPoller',
+                request_serializer=serviceradar_dot_admin_dot_v1_dot_poller__service__pb2.DrainPollerRequest.SerializeToString,
+                response_deserializer=serviceradar_dot_admin_dot_v1_dot_poller__service__pb2.DrainPollerResponse.FromString,
+                _registered_method=True)
+        self.ResumePoller = channel.unary_unary(
+                '/serviceradar.admin.v1.PollerService/ResumePoller',
+                request_serializer=serviceradar_dot_admin_dot_v1_dot_poller__service__pb2.ResumePollerRequest.SerializeToString,
+                response_deserializer=serviceradar_dot_admin_dot_v1_dot_poller__service__pb2.ResumePollerResponse.FromString,
+                _registered_method=True)
 
 
 class PollerServiceServicer:
@@ -59,7 +74,36 @@ class PollerServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetPoller(self, request, context):
-        """GetPoller returns one poller with its agents; NOT_FOUND when the caller cannot see it.
+        """GetPoller returns one poller with its agents and its latest state transitions; NOT_FOUND
+        when the caller cannot see it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetMaintenance(self, request, context):
+        """SetMaintenance puts a poller under maintenance (offline transitions are suppressed until
+        it ends) or ends it: the poller is then recovering when it is live, offline otherwise.
+        FAILED_PRECONDITION when the poller is already under maintenance, or is not when asked to
+        end it, naming its state; ABORTED when its state changed under the request (retry).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DrainPoller(self, request, context):
+        """DrainPoller moves all work off a live poller and leaves it draining: it keeps its session
+        and gets no work until ResumePoller. FAILED_PRECONDITION from a state that cannot drain
+        (offline, maintenance, ...), naming it. The work moves within milliseconds
+        (AssignmentService shows where).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumePoller(self, request, context):
+        """ResumePoller ends a drain: the poller is healthy and eligible for work again.
+        FAILED_PRECONDITION unless it is draining.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -77,6 +121,21 @@ def add_PollerServiceServicer_to_server(servicer, server):
                     servicer.GetPoller,
                     request_deserializer=serviceradar_dot_admin_dot_v1_dot_poller__service__pb2.GetPollerRequest.FromString,
                     response_serializer=serviceradar_dot_admin_dot_v1_dot_poller__service__pb2.GetPollerResponse.SerializeToString,
+            ),
+            'SetMaintenance': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetMaintenance,
+                    request_deserializer=serviceradar_dot_admin_dot_v1_dot_poller__service__pb2.SetMaintenanceRequest.FromString,
+                    response_serializer=serviceradar_dot_admin_dot_v1_dot_poller__service__pb2.SetMaintenanceResponse.SerializeToString,
+            ),
+            'DrainPoller': grpc.unary_unary_rpc_method_handler(
+                    servicer.DrainPoller,
+                    request_deserializer=serviceradar_dot_admin_dot_v1_dot_poller__service__pb2.DrainPollerRequest.FromString,
+                    response_serializer=serviceradar_dot_admin_dot_v1_dot_poller__service__pb2.DrainPollerResponse.SerializeToString,
+            ),
+            'ResumePoller': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumePoller,
+                    request_deserializer=serviceradar_dot_admin_dot_v1_dot_poller__service__pb2.ResumePollerRequest.FromString,
+                    response_serializer=serviceradar_dot_admin_dot_v1_dot_poller__service__pb2.ResumePollerResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -134,6 +193,87 @@ class PollerService:
             '/serviceradar.admin.v1.PollerService/GetPoller',
             serviceradar_dot_admin_dot_v1_dot_poller__service__pb2.GetPollerRequest.SerializeToString,
             serviceradar_dot_admin_dot_v1_dot_poller__service__pb2.GetPollerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetMaintenance(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/serviceradar.admin.v1.PollerService/SetMaintenance',
+            serviceradar_dot_admin_dot_v1_dot_poller__service__pb2.SetMaintenanceRequest.SerializeToString,
+            serviceradar_dot_admin_dot_v1_dot_poller__service__pb2.SetMaintenanceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DrainPoller(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/serviceradar.admin.v1.PollerService/DrainPoller',
+            serviceradar_dot_admin_dot_v1_dot_poller__service__pb2.DrainPollerRequest.SerializeToString,
+            serviceradar_dot_admin_dot_v1_dot_poller__service__pb2.DrainPollerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumePoller(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/serviceradar.admin.v1.PollerService/ResumePoller',
+            serviceradar_dot_admin_dot_v1_dot_poller__service__pb2.ResumePollerRequest.SerializeToString,
+            serviceradar_dot_admin_dot_v1_dot_poller__service__pb2.ResumePollerResponse.FromString,
             options,
             channel_credentials,
             insecure,

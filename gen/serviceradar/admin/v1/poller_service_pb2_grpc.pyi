@@ -36,7 +36,25 @@ class PollerServiceStub:
     ListPollers: _grpc.UnaryUnaryMultiCallable[_poller_service_pb2.ListPollersRequest, _poller_service_pb2.ListPollersResponse]
     """ListPollers lists pollers, filtered and paginated, ordered by tenant, partition and id."""
     GetPoller: _grpc.UnaryUnaryMultiCallable[_poller_service_pb2.GetPollerRequest, _poller_service_pb2.GetPollerResponse]
-    """GetPoller returns one poller with its agents; NOT_FOUND when the caller cannot see it."""
+    """GetPoller returns one poller with its agents and its latest state transitions; NOT_FOUND
+    when the caller cannot see it.
+    """
+    SetMaintenance: _grpc.UnaryUnaryMultiCallable[_poller_service_pb2.SetMaintenanceRequest, _poller_service_pb2.SetMaintenanceResponse]
+    """SetMaintenance puts a poller under maintenance (offline transitions are suppressed until
+    it ends) or ends it: the poller is then recovering when it is live, offline otherwise.
+    FAILED_PRECONDITION when the poller is already under maintenance, or is not when asked to
+    end it, naming its state; ABORTED when its state changed under the request (retry).
+    """
+    DrainPoller: _grpc.UnaryUnaryMultiCallable[_poller_service_pb2.DrainPollerRequest, _poller_service_pb2.DrainPollerResponse]
+    """DrainPoller moves all work off a live poller and leaves it draining: it keeps its session
+    and gets no work until ResumePoller. FAILED_PRECONDITION from a state that cannot drain
+    (offline, maintenance, ...), naming it. The work moves within milliseconds
+    (AssignmentService shows where).
+    """
+    ResumePoller: _grpc.UnaryUnaryMultiCallable[_poller_service_pb2.ResumePollerRequest, _poller_service_pb2.ResumePollerResponse]
+    """ResumePoller ends a drain: the poller is healthy and eligible for work again.
+    FAILED_PRECONDITION unless it is draining.
+    """
 
 @_typing.type_check_only
 class PollerServiceAsyncStub(PollerServiceStub):
@@ -46,7 +64,25 @@ class PollerServiceAsyncStub(PollerServiceStub):
     ListPollers: _aio.UnaryUnaryMultiCallable[_poller_service_pb2.ListPollersRequest, _poller_service_pb2.ListPollersResponse]  # type: ignore[assignment]
     """ListPollers lists pollers, filtered and paginated, ordered by tenant, partition and id."""
     GetPoller: _aio.UnaryUnaryMultiCallable[_poller_service_pb2.GetPollerRequest, _poller_service_pb2.GetPollerResponse]  # type: ignore[assignment]
-    """GetPoller returns one poller with its agents; NOT_FOUND when the caller cannot see it."""
+    """GetPoller returns one poller with its agents and its latest state transitions; NOT_FOUND
+    when the caller cannot see it.
+    """
+    SetMaintenance: _aio.UnaryUnaryMultiCallable[_poller_service_pb2.SetMaintenanceRequest, _poller_service_pb2.SetMaintenanceResponse]  # type: ignore[assignment]
+    """SetMaintenance puts a poller under maintenance (offline transitions are suppressed until
+    it ends) or ends it: the poller is then recovering when it is live, offline otherwise.
+    FAILED_PRECONDITION when the poller is already under maintenance, or is not when asked to
+    end it, naming its state; ABORTED when its state changed under the request (retry).
+    """
+    DrainPoller: _aio.UnaryUnaryMultiCallable[_poller_service_pb2.DrainPollerRequest, _poller_service_pb2.DrainPollerResponse]  # type: ignore[assignment]
+    """DrainPoller moves all work off a live poller and leaves it draining: it keeps its session
+    and gets no work until ResumePoller. FAILED_PRECONDITION from a state that cannot drain
+    (offline, maintenance, ...), naming it. The work moves within milliseconds
+    (AssignmentService shows where).
+    """
+    ResumePoller: _aio.UnaryUnaryMultiCallable[_poller_service_pb2.ResumePollerRequest, _poller_service_pb2.ResumePollerResponse]  # type: ignore[assignment]
+    """ResumePoller ends a drain: the poller is healthy and eligible for work again.
+    FAILED_PRECONDITION unless it is draining.
+    """
 
 class PollerServiceServicer(metaclass=_abc_1.ABCMeta):
     """PollerService lets operators see and steer the pollers of their tenant."""
@@ -65,6 +101,42 @@ class PollerServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _poller_service_pb2.GetPollerRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_poller_service_pb2.GetPollerResponse, _abc.Awaitable[_poller_service_pb2.GetPollerResponse]]:
-        """GetPoller returns one poller with its agents; NOT_FOUND when the caller cannot see it."""
+        """GetPoller returns one poller with its agents and its latest state transitions; NOT_FOUND
+        when the caller cannot see it.
+        """
+
+    @_abc_1.abstractmethod
+    def SetMaintenance(
+        self,
+        request: _poller_service_pb2.SetMaintenanceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_poller_service_pb2.SetMaintenanceResponse, _abc.Awaitable[_poller_service_pb2.SetMaintenanceResponse]]:
+        """SetMaintenance puts a poller under maintenance (offline transitions are suppressed until
+        it ends) or ends it: the poller is then recovering when it is live, offline otherwise.
+        FAILED_PRECONDITION when the poller is already under maintenance, or is not when asked to
+        end it, naming its state; ABORTED when its state changed under the request (retry).
+        """
+
+    @_abc_1.abstractmethod
+    def DrainPoller(
+        self,
+        request: _poller_service_pb2.DrainPollerRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_poller_service_pb2.DrainPollerResponse, _abc.Awaitable[_poller_service_pb2.DrainPollerResponse]]:
+        """DrainPoller moves all work off a live poller and leaves it draining: it keeps its session
+        and gets no work until ResumePoller. FAILED_PRECONDITION from a state that cannot drain
+        (offline, maintenance, ...), naming it. The work moves within milliseconds
+        (AssignmentService shows where).
+        """
+
+    @_abc_1.abstractmethod
+    def ResumePoller(
+        self,
+        request: _poller_service_pb2.ResumePollerRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_poller_service_pb2.ResumePollerResponse, _abc.Awaitable[_poller_service_pb2.ResumePollerResponse]]:
+        """ResumePoller ends a drain: the poller is healthy and eligible for work again.
+        FAILED_PRECONDITION unless it is draining.
+        """
 
 def add_PollerServiceServicer_to_server(servicer: PollerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

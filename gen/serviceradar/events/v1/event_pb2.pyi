@@ -20,7 +20,7 @@ DESCRIPTOR: _descriptor.FileDescriptor
 @_typing.final
 class Event(_message.Message):
     """Event is one infrastructure event: a state change of a poller, agent, checker, onboarding
-    package, assignment or alert. The core writes it in the same database transaction as the
+    package, work assignment or tenant (later alerts). The core writes it in the same database transaction as the
     state change (a transactional outbox) and relays it to NATS JetStream on the subject
     `<prefix>.<tenant>.<entity_type>.<type>` (prefix "sr.infra" by default), with the message
     header `Nats-Msg-Id` set to `id`. The payload is this message in the protobuf binary
@@ -52,8 +52,8 @@ class Event(_message.Message):
     "healthy", "disconnected", ...). It is the last token of the subject.
     """
     entity_type: _builtins.str
-    """Kind of entity that changed: "poller", "agent", "checker", "package", "assignment" or
-    "alert". It is the second-to-last token of the subject.
+    """Kind of entity that changed: "poller", "agent", "checker", "package", "assignment",
+    "tenant" (later "alert"). It is the second-to-last token of the subject.
     """
     entity_id: _builtins.str
     """Id of the entity within its tenant: the poller id for a poller, "<poller>/<agent>" for an

@@ -1,0 +1,1 @@
+"""Dispatch: placing work items on pollers (leader-only) and pushing configurations to them."""
