@@ -80,6 +80,14 @@ def _settings(args: argparse.Namespace) -> Settings:
     return load_settings(args.config, overrides=overrides)
 
 
+def _backends(settings: Settings) -> str:
+    """What this replica runs on, for the start-up banner."""
+    store = "PostgreSQL" if settings.database_url.startswith("postgres") else "SQLite"
+    coordination = "etcd" if settings.etcd_endpoints else "in-process coordination"
+    events = "NATS JetStream events" if settings.nats_url else "outbox events"
+    return f"{store}, {coordination}, {events}"
+
+
 def _print_welcome(settings: Settings, port: int) -> None:
     host = settings.listen.rpartition(":")[0] or "127.0.0.1"
     address = f"{host}:{port}"
@@ -89,7 +97,7 @@ def _print_welcome(settings: Settings, port: int) -> None:
         print(f"srcore serving on {address}", flush=True)
         return
     print(
-        f"""srcore serving on {address} (embedded: SQLite, in-process coordination, outbox events)
+        f"""srcore serving on {address} ({_backends(settings)})
 Development PKI in {pki}:
   CA              {pki}/ca.pem
   operator cert   {pki}/operator.pem  (key operator-key.pem; platform admin)
