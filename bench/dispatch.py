@@ -34,6 +34,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import aetcd
 import grpc
@@ -205,7 +206,7 @@ async def core_here(
     work: Path, url: str, etcd: list[str], prefix: str, **settings: object
 ) -> AsyncIterator[CoreApp]:
     """A replica in this process on etcd and PostgreSQL."""
-    options: dict[str, object] = {
+    options: dict[str, Any] = {
         "listen": "127.0.0.1:0",
         "metrics_listen": "",
         "database_url": url,
@@ -214,7 +215,7 @@ async def core_here(
         "log_level": "warning",
         **settings,
     }
-    app = CoreApp(Settings(data_dir=work, **options).validate())  # type: ignore[arg-type]
+    app = CoreApp(Settings(data_dir=work, **options).validate())
     await app.start()
     try:
         yield app
@@ -329,10 +330,12 @@ async def bench_bulk(args: argparse.Namespace, work: Path) -> None:
         ) as app,
     ):
         started = time.perf_counter()
-        for n in range(args.pollers):
-            await app.registry.register(
-                Registration(tenant="default", poller_id=f"p{n:04d}", partition="dc1", capabilities=("icmp",))
-            )
+        registrations = [
+            Registration(tenant="default", poller_id=f"p{n:04d}", partition="dc1", capabilities=("icmp",))
+            for n in range(args.pollers)
+        ]
+        for start in range(0, len(registrations), 50):
+            await asyncio.gather(*(app.registry.register(r) for r in registrations[start : start + 50]))
         print(
             f"[bulk] registered {args.pollers} pollers in {time.perf_counter() - started:.1f} s", flush=True
         )

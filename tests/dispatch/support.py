@@ -8,7 +8,7 @@ import contextlib
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
 
@@ -171,10 +171,10 @@ class EdgePoller:
         await self.channel.close()
 
 
-def check_spec(partition: str, **fields: object) -> check_pb.CheckSpec:
+def check_spec(partition: str, **fields: Any) -> check_pb.CheckSpec:
     """An ICMP check of 10.0.0.1 unless `fields` say otherwise."""
-    values: dict[str, object] = {"check_type": config_pb2.CHECK_TYPE_ICMP, "target": "10.0.0.1", **fields}
-    return check_pb.CheckSpec(partition=partition, **values)  # type: ignore[arg-type]
+    values: dict[str, Any] = {"check_type": config_pb2.CHECK_TYPE_ICMP, "target": "10.0.0.1", **fields}
+    return check_pb.CheckSpec(partition=partition, **values)
 
 
 class Operator:
@@ -199,10 +199,10 @@ class Operator:
         )
         return answer.check
 
-    async def assignments_of(self, tenant: str = "", **filters: object) -> list[assignment_pb.WorkAssignment]:
+    async def assignments_of(self, tenant: str = "", **filters: Any) -> list[assignment_pb.WorkAssignment]:
         """Every assignment matching the filters."""
         answer = await self.assignments.ListAssignments(
-            assignment_pb.ListAssignmentsRequest(tenant=tenant, page_size=1000, **filters)  # type: ignore[arg-type]
+            assignment_pb.ListAssignmentsRequest(tenant=tenant, page_size=1000, **filters)
         )
         return list(answer.assignments)
 

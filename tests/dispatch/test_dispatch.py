@@ -147,3 +147,21 @@ async def test_work_never_crosses_a_tenant(world: World) -> None:
     assert theirs == {"gw": ("assigned", "acme-p1")}
     ours = await operator.placement_where(lambda p: p.get("gw", ("",))[0] == "pending", tenant="default")
     assert ours == {"gw": ("pending", "")}, "the default tenant's dc1 has no poller; acme's is not its"
+
+
+async def test_maintenance_takes_work_off_a_poller_until_it_ends(world: World) -> None:
+    operator = world.operator
+    pollers = poller_grpc.PollerServiceStub(operator.channel)
+    await operator.partition("dc1")
+    await world.poller("p1", "dc1")
+    await world.poller("p2", "dc1")
+    for n in range(4):
+        await operator.check(f"c{n}", "dc1")
+    await operator.placement_where(lambda p: len(p) == 4 and {q for _, q in p.values()} == {"p1", "p2"})
+
+    await pollers.SetMaintenance(poller_pb.SetMaintenanceRequest(poller_id="p1", enabled=True))
+    away = await operator.placement_where(lambda p: {q for _, q in p.values()} == {"p2"})
+    assert {q for _, q in away.values()} == {"p2"}
+    await pollers.SetMaintenance(poller_pb.SetMaintenanceRequest(poller_id="p1", enabled=False))
+    back = await operator.placement_where(lambda p: [q for _, q in p.values()].count("p1") == 2)
+    assert sorted(q for _, q in back.values()) == ["p1", "p1", "p2", "p2"], "its share comes back"

@@ -41,9 +41,9 @@ def poller(poller_id: str, *capabilities: str, agents: dict[str, frozenset[str]]
     return Candidate(poller_id, frozenset(capabilities or ("icmp",)).union(*agents.values()), agents)
 
 
-def owners(items: list[Placeable], candidates: list[Candidate], **options: object) -> dict[str, str | None]:
+def owners(items: list[Placeable], candidates: list[Candidate]) -> dict[str, str | None]:
     """item id -> poller after planning."""
-    result = plan("dc1", items, candidates, **options)  # type: ignore[arg-type]
+    result = plan("dc1", items, candidates)
     return {i.item_id: result.owner(i) for i in items}
 
 

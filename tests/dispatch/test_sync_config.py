@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -104,30 +105,24 @@ async def test_heartbeats_and_the_admin_api_show_desired_versus_applied(world: W
     assert [(p.poller_id, p.assigned_work) for p in listed.pollers] == [("p1", 1)]
 
 
-async def test_sync_config_refuses_other_pollers_and_bad_input(world: World) -> None:
+async def test_sync_config_refuses_bad_input_and_unregistered_pollers(world: World) -> None:
     await world.operator.partition("dc1")
     p1 = await world.poller("p1", "dc1", heartbeats=False)
-
-    async def code_of(request: pb.SyncConfigRequest) -> grpc.StatusCode:
-        with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await p1.edge.SyncConfig(request).read()
-        return caught.value.code()
-
-    assert await code_of(pb.SyncConfigRequest(poller_id="p2")) == grpc.StatusCode.PERMISSION_DENIED
-    assert await code_of(pb.SyncConfigRequest(poller_id="p1", known_version="v" * 81)) == (
-        grpc.StatusCode.INVALID_ARGUMENT
-    )
-    unregistered = await world.poller("p9", "dc1", heartbeats=False)
+    p9 = await world.poller("p9", "dc1", heartbeats=False)
     await world.site.execute("DELETE FROM pollers WHERE poller_id = 'p9'")
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await unregistered.edge.SyncConfig(pb.SyncConfigRequest(poller_id="p9")).read()
-    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    for poller, request, code in (
+        (p1, pb.SyncConfigRequest(poller_id="p1", known_version="v" * 81), grpc.StatusCode.INVALID_ARGUMENT),
+        (p9, pb.SyncConfigRequest(poller_id="p9"), grpc.StatusCode.FAILED_PRECONDITION),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await poller.edge.SyncConfig(request).read()
+        assert caught.value.code() == code
 
 
 async def test_a_replica_shutting_down_ends_streams_with_unavailable(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
-    options = {**SETTINGS, "listen": "127.0.0.1:0", "metrics_listen": ""}
-    app = CoreApp(Settings(data_dir=data_dir, **options).validate())  # type: ignore[arg-type]
+    options: dict[str, Any] = {**SETTINGS, "listen": "127.0.0.1:0", "metrics_listen": ""}
+    app = CoreApp(Settings(data_dir=data_dir, **options).validate())
     await app.start()
     try:
         site = Site(RunningCore(app, f"127.0.0.1:{app.port}", data_dir, DevCredentials(data_dir / "pki")))

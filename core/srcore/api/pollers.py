@@ -151,6 +151,8 @@ class PollerServicer(pb_grpc.PollerServiceServicer):
         reason = validation.text("reason", request.reason, MAX_REASON)
         tenant = caller().tenant_for(request.tenant)
         poller = await self._maintenance.set_maintenance(tenant, poller_id, request.enabled, reason)
+        # A poller under maintenance runs nothing: its work moves, and comes back after.
+        await self._drains.redispatch(tenant, poller.partition, rebalance=not request.enabled)
         return pb.SetMaintenanceResponse(poller=poller_message(poller))
 
     async def DrainPoller(self, request: pb.DrainPollerRequest, context: Context) -> pb.DrainPollerResponse:

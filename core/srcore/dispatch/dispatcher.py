@@ -214,10 +214,16 @@ class Dispatcher:
             return [t for t in found if t is not None]
 
         outcome = Outcome()
-        stale = {p: v for p, v in versions(writes).items() if view.pollers[p].desired_version != v}
+        planned_versions = versions(writes)
+
+        def written_versions(written: Sequence[PlacementWrite]) -> dict[str, str]:
+            # Every placement normally commits; recompute only when some did not.
+            return planned_versions if len(written) == len(writes) else versions(written)
+
+        stale = {p: v for p, v in planned_versions.items() if view.pollers[p].desired_version != v}
         if writes or stale:
             written, outcome.versions = await self._work.apply_plan(
-                tenant, writes, versions, transitions, leader, self._replica_id, now
+                tenant, writes, written_versions, transitions, leader, self._replica_id, now
             )
             outcome.placements = len(written)
             for write in written:

@@ -63,13 +63,16 @@ class DrainService:
             raise FailedPrecondition(f"poller {poller_id!r}: {exc}") from exc
         if not await self._store.change_state(transition, self._replica_id, self._fencing_token()):
             raise Aborted(f"poller {poller_id!r} changed state meanwhile: try again")
-        try:
-            await self._signals.publish(
-                [DispatchWanted(tenant, poller.partition, rebalance=target is PollerState.HEALTHY)]
-            )
-        except DomainError as exc:
-            log.warning("dispatch after %s of %s/%s not requested now: %s", cause, tenant, poller_id, exc)
+        await self.redispatch(tenant, poller.partition, rebalance=target is PollerState.HEALTHY)
         changed = await self._store.get_poller(tenant, poller_id, with_agents=True)
         if changed is None:
             raise NotFound(f"poller {poller_id!r} not found")
         return changed
+
+    async def redispatch(self, tenant: str, partition: str, *, rebalance: bool = False) -> None:
+        """Ask the leader to place the partition's work again after a poller's state changed
+        (drain, resume, maintenance); a failure is logged, the leader's full pass catches up."""
+        try:
+            await self._signals.publish([DispatchWanted(tenant, partition, rebalance=rebalance)])
+        except DomainError as exc:
+            log.warning("dispatch of %s/%s not requested now: %s", tenant, partition, exc)

@@ -93,11 +93,6 @@ class ConfigHub:
             if not watches:
                 del self._watches[watch.key]
 
-    @property
-    def streams(self) -> int:
-        """Streams watching now."""
-        return sum(len(w) for w in self._watches.values())
-
     async def close(self) -> None:
         """Wake every stream to end it (the replica is shutting down), then unsubscribe."""
         self.closing = True

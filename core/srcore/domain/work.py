@@ -136,12 +136,6 @@ class SourceSpec:
 
 Spec = CheckSpec | SweepSpec | SourceSpec
 
-SPEC_KIND: dict[type[Spec], WorkKind] = {
-    CheckSpec: WorkKind.CHECK,
-    SweepSpec: WorkKind.SWEEP,
-    SourceSpec: WorkKind.SOURCE,
-}
-
 
 @dataclass(frozen=True, slots=True)
 class Assignment:

@@ -432,16 +432,6 @@ class WorkRepository:
             rows = (await conn.execute(sa.union(with_items, with_pollers))).all()
         return sorted((row[0], row[1]) for row in rows)
 
-    async def partitions_of(self, tenant: str, poller_id: str) -> set[str]:
-        """Partitions where the poller holds items (more than its own only after it moved)."""
-        query = (
-            sa.select(work_items.c.partition)
-            .where(work_items.c.tenant == tenant, work_items.c.poller_id == poller_id)
-            .distinct()
-        )
-        async with self._db.connect() as conn:
-            return set((await conn.execute(query)).scalars())
-
     async def dispatch_view(self, tenant: str, partition: str) -> DispatchView:
         """The items and pollers the leader plans `partition` from (see DispatchView)."""
         view = DispatchView(tenant, partition)

@@ -543,7 +543,7 @@ class DrainPollerRequest(_message.Message):
     tenant: _builtins.str
     """Tenant; empty means the caller's tenant ("default" for a platform admin)."""
     reason: _builtins.str
-    """Why, for the state history and the event, up to 255 characters."""
+    """Why, for the state history and the event, up to 200 characters."""
     def __init__(
         self,
         *,
@@ -597,7 +597,7 @@ class ResumePollerRequest(_message.Message):
     tenant: _builtins.str
     """Tenant; empty means the caller's tenant ("default" for a platform admin)."""
     reason: _builtins.str
-    """Why, for the state history and the event, up to 255 characters."""
+    """Why, for the state history and the event, up to 200 characters."""
     def __init__(
         self,
         *,

@@ -50,7 +50,13 @@ def upgrade() -> None:
     with op.batch_alter_table("work_items", schema=None) as batch_op:
         batch_op.create_index("ix_work_items_tenant_partition", ["tenant", "partition"], unique=False)
         batch_op.create_index("ix_work_items_tenant_poller", ["tenant", "poller_id"], unique=False)
-        batch_op.create_index("ix_work_items_credentials_key_id", ["credentials_key_id"], unique=False)
+        batch_op.create_index(
+            "ix_work_items_credentials_key_id",
+            ["credentials_key_id"],
+            unique=False,
+            postgresql_where=sa.text("credentials_key_id IS NOT NULL"),
+            sqlite_where=sa.text("credentials_key_id IS NOT NULL"),
+        )
 
 
 def downgrade() -> None:
