@@ -9,20 +9,25 @@ import sys
 import grpc
 
 from srctl import (
+    alerts,
     assignments,
     audit,
     batches,
     checks,
     cluster,
     contexts,
+    devices,
     edge,
     events,
+    notifiers,
     packages,
     partitions,
     pollers,
     results,
     sources,
+    stats,
     sweeps,
+    templates,
     tenants,
     tokens,
 )
@@ -102,6 +107,11 @@ def build_parser() -> argparse.ArgumentParser:
         sweeps,
         sources,
         assignments,
+        stats,
+        templates,
+        alerts,
+        notifiers,
+        devices,
         contexts,
     ):
         module.register(nouns, common)

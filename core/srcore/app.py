@@ -9,6 +9,7 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,6 +22,8 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wai
 
 import srcore
 from serviceradar.admin.v1 import (
+    alert_service_pb2,
+    alert_service_pb2_grpc,
     assignment_service_pb2,
     assignment_service_pb2_grpc,
     audit_service_pb2,
@@ -31,8 +34,12 @@ from serviceradar.admin.v1 import (
     check_service_pb2_grpc,
     cluster_service_pb2,
     cluster_service_pb2_grpc,
+    device_service_pb2,
+    device_service_pb2_grpc,
     event_service_pb2,
     event_service_pb2_grpc,
+    notifier_service_pb2,
+    notifier_service_pb2_grpc,
     package_service_pb2,
     package_service_pb2_grpc,
     partition_service_pb2,
@@ -43,28 +50,39 @@ from serviceradar.admin.v1 import (
     result_service_pb2_grpc,
     source_service_pb2,
     source_service_pb2_grpc,
+    stats_service_pb2,
+    stats_service_pb2_grpc,
     sweep_service_pb2,
     sweep_service_pb2_grpc,
+    template_service_pb2,
+    template_service_pb2_grpc,
     tenant_service_pb2,
     tenant_service_pb2_grpc,
     token_service_pb2,
     token_service_pb2_grpc,
 )
 from serviceradar.edge.v1 import edge_service_pb2, edge_service_pb2_grpc
+from srcore.alerting.delivery import Sender
+from srcore.alerting.service import Alerting, AlertPolicy
 from srcore.api.access import EXPIRY_SWEEP_INTERVAL, Access
+from srcore.api.alerts import AlertServicer
 from srcore.api.audit import AuditServicer
 from srcore.api.authz import AuthzInterceptor
 from srcore.api.batches import BatchServicer
 from srcore.api.cluster import ClusterServicer
 from srcore.api.config_sync import ConfigSync
+from srcore.api.devices import DeviceServicer
 from srcore.api.edge import EdgeServicer
 from srcore.api.events import EventServicer
 from srcore.api.interceptors import ServerInterceptor
+from srcore.api.notifiers import NotifierServicer
 from srcore.api.packages import PackageServicer
 from srcore.api.partitions import PartitionServicer
 from srcore.api.pollers import PollerServicer
 from srcore.api.reflection import DocumentedReflection
 from srcore.api.results import ResultServicer
+from srcore.api.stats import StatsServicer
+from srcore.api.templates import TemplateServicer
 from srcore.api.tenants import TenantServicer
 from srcore.api.tokens import TokenServicer
 from srcore.api.work import AssignmentServicer, CheckServicer, SourceServicer, SweepServicer
@@ -77,15 +95,18 @@ from srcore.dispatch.dispatcher import Dispatcher
 from srcore.dispatch.drain import DrainService
 from srcore.dispatch.hub import ConfigHub
 from srcore.dispatch.work import WorkService
+from srcore.domain.alerts import Notice, Thresholds
 from srcore.domain.coordination import Coordinator, LeaderInfo, ReplicaInfo
 from srcore.domain.errors import Unavailable
 from srcore.domain.ingest import Budget, IngestLimits
 from srcore.domain.leadership import every
 from srcore.domain.liveness import LivenessMonitor, LivenessPolicy, MaintenanceService
+from srcore.domain.processing import ProcessingPolicy
 from srcore.domain.registry import RegistryService
 from srcore.domain.signals import SignalBus
 from srcore.events.config import EventConfig
 from srcore.events.runtime import EventsRuntime
+from srcore.ingest.identity import IdentityStage
 from srcore.ingest.projector import Projector
 from srcore.ingest.stream import IngestService
 from srcore.ingest.writer import BatchingWriter
@@ -94,11 +115,15 @@ from srcore.security.credentials import CredentialVault
 from srcore.security.pki import ensure_dev_pki
 from srcore.security.tls import load_pem, server_credentials
 from srcore.settings import Settings
+from srcore.store.alerts import AlertRepository
 from srcore.store.database import Database, sqlite_url
+from srcore.store.devices import DeviceRepository
 from srcore.store.fence import FenceRepository
 from srcore.store.ingest import IngestStore
 from srcore.store.liveness import LivenessRepository
 from srcore.store.pollers import PollerRepository
+from srcore.store.stats import StatsRepository
+from srcore.store.templates import TemplateRepository
 from srcore.store.work import WorkRepository
 
 log = logging.getLogger(__name__)
@@ -119,10 +144,17 @@ SERVICE_NAMES = (
     sweep_service_pb2.DESCRIPTOR.services_by_name["SweepService"].full_name,
     source_service_pb2.DESCRIPTOR.services_by_name["SourceService"].full_name,
     assignment_service_pb2.DESCRIPTOR.services_by_name["AssignmentService"].full_name,
+    device_service_pb2.DESCRIPTOR.services_by_name["DeviceService"].full_name,
+    alert_service_pb2.DESCRIPTOR.services_by_name["AlertService"].full_name,
+    notifier_service_pb2.DESCRIPTOR.services_by_name["NotifierService"].full_name,
+    stats_service_pb2.DESCRIPTOR.services_by_name["StatsService"].full_name,
+    template_service_pb2.DESCRIPTOR.services_by_name["TemplateService"].full_name,
 )
 HEALTH_PROBE_INTERVAL = 2.0
 # Joining the cluster at boot while etcd is down: retry with backoff up to this delay.
 JOIN_RETRY_MAX_DELAY = 10.0
+# A replica's start and stop notices are best effort: at most this long, never failing either.
+CORE_NOTICE_TIMEOUT = 10.0
 
 
 def utcnow() -> datetime:
@@ -183,8 +215,18 @@ def build_signals(settings: Settings) -> SignalBus:
     return LocalSignalBus()
 
 
-def build_ingest(settings: Settings, db: Database) -> IngestService:
-    """The ReportResults pipeline: limits, budget, ledger store and batching writer."""
+def build_ingest(
+    settings: Settings,
+    db: Database,
+    identity: IdentityStage | None = None,
+    *,
+    replica_id: str,
+    fencing_token: Callable[[], int],
+) -> IngestService:
+    """The ReportResults pipeline: limits, budget, ledger store and batching writer.
+
+    Each committed flush wakes the latest-state projector and, when enabled, device identity.
+    """
     limits = IngestLimits(
         max_results_per_chunk=settings.ingest_max_results_per_chunk,
         max_chunks_per_batch=settings.ingest_max_chunks_per_batch,
@@ -197,7 +239,8 @@ def build_ingest(settings: Settings, db: Database) -> IngestService:
     store = IngestStore(db)
     # SQLite has one writer at a time; PostgreSQL overlaps one flush's commit with the next's build.
     writers = settings.ingest_writers or (2 if db.is_postgres else 1)
-    projector = Projector(db)
+    policy = ProcessingPolicy(settings.max_open_ports_per_host, settings.check_failing_after)
+    projector = Projector(db, policy, utcnow, replica_id, fencing_token)
     writer = BatchingWriter(
         store,
         budget,
@@ -205,9 +248,17 @@ def build_ingest(settings: Settings, db: Database) -> IngestService:
         settings.ingest_flush_results,
         settings.ingest_flush_delay,
         writers,
-        on_flush=projector.notify,
+        on_flush=projector.notify if identity is None else _both(projector.notify, identity.notify),
     )
     return IngestService(store, writer, budget, limits, utcnow, projector)
+
+
+def _both(first: Callable[[int], None], second: Callable[[int], None]) -> Callable[[int], None]:
+    def notify(flush_id: int) -> None:
+        first(flush_id)
+        second(flush_id)
+
+    return notify
 
 
 def build_leader_jobs(app: CoreApp) -> LeaderJobs:
@@ -229,9 +280,41 @@ def build_leader_jobs(app: CoreApp) -> LeaderJobs:
     jobs.add("batch-expiry", every(batch_period, app.expire_batches))
     jobs.add("package-expiry", every(EXPIRY_SWEEP_INTERVAL, app.access.expire_packages))
     jobs.add("dispatch", app.dispatcher.run)
+    for name, job in app.alerting.jobs().items():
+        jobs.add(name, job)
+    jobs.add("stats", every(settings.stats_refresh_interval, app.stats.refresh))
     for name, job in app.events.leader_jobs().items():
         jobs.add(name, job)
     return jobs
+
+
+def build_alerting(app: CoreApp) -> Alerting:
+    """Alert evaluation, delivery and notifiers, from the alert_* settings."""
+    settings = app.settings
+    policy = AlertPolicy(
+        evaluation_interval=settings.alert_evaluation_interval,
+        escalate_after=timedelta(seconds=settings.alert_escalation_delay),
+        cooldown=timedelta(seconds=settings.alert_cooldown),
+        reject_window=timedelta(seconds=settings.alert_reject_window),
+        thresholds=Thresholds(
+            sweep_drop=settings.alert_sweep_drop_threshold,
+            sweep_min_hosts=settings.alert_sweep_min_hosts,
+            reject_ratio=settings.alert_reject_ratio,
+            reject_min_results=settings.alert_reject_min_results,
+        ),
+        core_notices=settings.alert_core_notices,
+        delivery_rounds=settings.alert_delivery_rounds,
+        redelivery_delay=timedelta(seconds=settings.alert_redelivery_delay),
+    )
+    sender = Sender(
+        utcnow,
+        settings.alert_delivery_attempts,
+        settings.alert_delivery_backoff,
+        settings.alert_delivery_timeout,
+    )
+    return Alerting(
+        AlertRepository(app.db), app.work.vault, sender, utcnow, app.replica_id, app._fencing_token, policy
+    )
 
 
 def _log_join_retry(state: RetryCallState) -> None:
@@ -256,10 +339,26 @@ class CoreApp:
         )
         self.coordinator = build_coordinator(settings)
         self.pollers = PollerRepository(self.db)
+        self.stats = StatsRepository(self.db, utcnow, settings.stats_window)
+        self.templates = TemplateRepository(self.db, utcnow)
         self.events = EventsRuntime(
             self.db, self.coordinator, EventConfig.from_settings(settings), self.replica_id
         )
-        self.ingest = build_ingest(settings, self.db)
+        self.identity = (
+            IdentityStage(
+                self.db,
+                utcnow,
+                self.replica_id,
+                settings.identity_cache_size,
+                settings.identity_cache_ttl,
+                settings.identity_last_seen_resolution,
+            )
+            if settings.identity_enabled
+            else None
+        )
+        self.ingest = build_ingest(
+            settings, self.db, self.identity, replica_id=self.replica_id, fencing_token=self._fencing_token
+        )
         self.registry = RegistryService(
             store=self.pollers,
             registry=self.coordinator.registry,
@@ -278,6 +377,7 @@ class CoreApp:
         self.work = WorkService(
             WorkRepository(self.db), self.signals, CredentialVault(lambda: self.access.keyring), utcnow
         )
+        self.alerting = build_alerting(self)
         self.drains = DrainService(self.liveness, self.signals, utcnow, self.replica_id, self._fencing_token)
         self.hub = ConfigHub(self.signals, self.registry)
         self.config_sync = ConfigSync(
@@ -298,6 +398,7 @@ class CoreApp:
             settings.heartbeat_interval,
             rebalance_threshold=settings.dispatch_rebalance_threshold,
             resync_interval=settings.dispatch_resync_interval,
+            registry_settle=settings.dispatch_registry_settle,
         )
         self.leader_jobs = build_leader_jobs(self)
         self.health = health_aio.HealthServicer()
@@ -343,13 +444,24 @@ class CoreApp:
         await self.db.migrate()
         self.ingest.writer.start()
         self.ingest.projector.start()
+        if self.identity is not None:
+            self.identity.start()
         await self.pollers.ensure_tenant("default", utcnow())
         tls = tls_material(settings)
         # ServerInterceptor is outermost, so it maps the authz interceptor's errors to statuses.
         interceptors = [ServerInterceptor(), AuthzInterceptor(self.access, settings.trust_domain)]
         server = grpc.aio.server(interceptors=interceptors, options=grpc_options(settings))
         edge_service_pb2_grpc.add_EdgeServiceServicer_to_server(
-            EdgeServicer(self.registry, self.ingest, self.config_sync, settings.trust_domain, utcnow), server
+            EdgeServicer(
+                self.registry,
+                self.ingest,
+                self.config_sync,
+                settings.trust_domain,
+                utcnow,
+                self.templates,
+                settings.template_max_bytes,
+            ),
+            server,
         )
         cluster_service_pb2_grpc.add_ClusterServiceServicer_to_server(
             ClusterServicer(
@@ -386,6 +498,17 @@ class CoreApp:
         source_service_pb2_grpc.add_SourceServiceServicer_to_server(SourceServicer(self.work), server)
         assignment_service_pb2_grpc.add_AssignmentServiceServicer_to_server(
             AssignmentServicer(self.work), server
+        )
+        stats_service_pb2_grpc.add_StatsServiceServicer_to_server(StatsServicer(self.stats), server)
+        template_service_pb2_grpc.add_TemplateServiceServicer_to_server(
+            TemplateServicer(self.templates, settings.template_max_bytes), server
+        )
+        alert_service_pb2_grpc.add_AlertServiceServicer_to_server(AlertServicer(self.alerting), server)
+        notifier_service_pb2_grpc.add_NotifierServiceServicer_to_server(
+            NotifierServicer(self.alerting), server
+        )
+        device_service_pb2_grpc.add_DeviceServiceServicer_to_server(
+            DeviceServicer(DeviceRepository(self.db)), server
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
@@ -432,6 +555,11 @@ class CoreApp:
             asyncio.create_task(self._flush_loop(), name="heartbeat-flush"),
             asyncio.create_task(self.access.run(self._stopping), name="access"),
         ]
+        self._tasks.append(
+            asyncio.create_task(
+                self._core_notice(Notice.CORE_STARTED, f"serving on {address}"), name="start-notice"
+            )
+        )
         log.info("replica %s serving on %s (store %s, coordination %s)",
                  self.replica_id, address, self.db.dialect, self.coordinator.backend)  # fmt: skip
 
@@ -492,6 +620,14 @@ class CoreApp:
             log.info("expired %d half-open batches", expired)
         return expired
 
+    async def _core_notice(self, notice: Notice, detail: str) -> None:
+        # Best effort: a receiver that is down must neither fail nor hold up a start or a stop.
+        try:
+            async with asyncio.timeout(CORE_NOTICE_TIMEOUT):
+                await self.alerting.core_notice(notice, detail)
+        except Exception as exc:
+            log.warning("%s notice not sent: %s", notice, exc)
+
     async def stop(self) -> None:
         """Stop accepting calls, let in-flight ones finish within the grace period, clean up."""
         self._stopping.set()
@@ -509,12 +645,16 @@ class CoreApp:
             await self.server.stop(self.settings.grace_period)
         await self.ingest.writer.stop()
         await self.ingest.projector.stop()
+        if self.identity is not None:
+            await self.identity.stop()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._flush_once()
         await self.access.flush_last_used()
         await self.signals.close()
+        await self._core_notice(Notice.CORE_STOPPED, "shutting down")
+        await self.alerting.close()
         await self.events.stop()
         await self.db.dispose()
         log.info("replica %s stopped", self.replica_id)

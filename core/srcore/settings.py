@@ -61,6 +61,7 @@ class Settings:
     sync_keepalive_interval: float = 15.0
     dispatch_rebalance_threshold: float = 0.25
     dispatch_resync_interval: float = 60.0
+    dispatch_registry_settle: float = 1.0
     max_message_bytes: int = 4 * 1024 * 1024
     grace_period: float = 10.0
     ingest_credit_window: int = 32
@@ -72,8 +73,31 @@ class Settings:
     ingest_flush_results: int = 5000
     ingest_flush_delay: float = 0.002
     ingest_writers: int = 0
+    max_open_ports_per_host: int = 256
+    check_failing_after: int = 3
+    identity_enabled: bool = True
+    identity_cache_size: int = 200_000
+    identity_cache_ttl: float = 300.0
+    identity_last_seen_resolution: float = 60.0
     log_format: str = "text"
     log_level: str = "info"
+    stats_refresh_interval: float = 30.0
+    stats_window: int = 300
+    template_max_bytes: int = 64 * 1024
+    alert_evaluation_interval: float = 10.0
+    alert_escalation_delay: float = 900.0
+    alert_cooldown: float = 300.0
+    alert_sweep_drop_threshold: float = 0.2
+    alert_sweep_min_hosts: int = 5
+    alert_reject_ratio: float = 0.05
+    alert_reject_min_results: int = 100
+    alert_reject_window: float = 300.0
+    alert_delivery_attempts: int = 4
+    alert_delivery_backoff: float = 1.0
+    alert_delivery_timeout: float = 10.0
+    alert_delivery_rounds: int = 8
+    alert_redelivery_delay: float = 30.0
+    alert_core_notices: bool = True
 
     @property
     def embedded_tls(self) -> bool:
@@ -100,13 +124,54 @@ class Settings:
             raise InvalidArgument("dispatch_rebalance_threshold", "must not be negative")
         if self.dispatch_resync_interval < 1:
             raise InvalidArgument("dispatch_resync_interval", "must be at least 1 second")
+        if self.dispatch_registry_settle < 0:
+            raise InvalidArgument("dispatch_registry_settle", "must not be negative")
+        if self.max_open_ports_per_host < 1:
+            raise InvalidArgument("max_open_ports_per_host", "must be at least 1")
+        if self.check_failing_after < 1:
+            raise InvalidArgument("check_failing_after", "must be at least 1")
         if self.max_message_bytes < 1024:
             raise InvalidArgument("max_message_bytes", "must be at least 1024")
+        if self.identity_cache_size < 0:
+            raise InvalidArgument("identity_cache_size", "must not be negative")
+        if self.identity_cache_ttl < 0:
+            raise InvalidArgument("identity_cache_ttl", "must not be negative")
+        if self.identity_last_seen_resolution < 0:
+            raise InvalidArgument("identity_last_seen_resolution", "must not be negative")
+        if self.stats_refresh_interval < 1:
+            raise InvalidArgument("stats_refresh_interval", "must be at least 1 second")
+        if self.stats_window < 1:
+            raise InvalidArgument("stats_window", "must be at least 1 second")
+        if self.template_max_bytes < 1:
+            raise InvalidArgument("template_max_bytes", "must be positive")
+        self._validate_alerts()
         if self.log_format not in ("text", "json"):
             raise InvalidArgument("log_format", "must be 'text' or 'json'")
         EventConfig.from_settings(self)
         self._validate_access()
         return self
+
+    def _validate_alerts(self) -> None:
+        if self.alert_evaluation_interval < 0.1:
+            raise InvalidArgument("alert_evaluation_interval", "must be at least 0.1 seconds")
+        for name in ("alert_escalation_delay", "alert_cooldown", "alert_delivery_backoff"):
+            if getattr(self, name) < 0:
+                raise InvalidArgument(name, "must not be negative")
+        for name in ("alert_sweep_drop_threshold", "alert_reject_ratio"):
+            if not 0 < getattr(self, name) < 1:
+                raise InvalidArgument(name, "must be between 0 and 1 (exclusive)")
+        if self.alert_sweep_min_hosts < 1 or self.alert_reject_min_results < 1:
+            raise InvalidArgument("alert_sweep_min_hosts", "alert_*_min_* settings must be at least 1")
+        if self.alert_reject_window < 1:
+            raise InvalidArgument("alert_reject_window", "must be at least 1 second")
+        if not 1 <= self.alert_delivery_attempts <= 20:
+            raise InvalidArgument("alert_delivery_attempts", "must be between 1 and 20")
+        if self.alert_delivery_timeout <= 0:
+            raise InvalidArgument("alert_delivery_timeout", "must be positive")
+        if not 1 <= self.alert_delivery_rounds <= 100:
+            raise InvalidArgument("alert_delivery_rounds", "must be between 1 and 100")
+        if self.alert_redelivery_delay < 1:
+            raise InvalidArgument("alert_redelivery_delay", "must be at least 1 second")
 
     def _validate_access(self) -> None:
         # Imported here so that reading settings (e.g. for `srcore --help`) does not load the

@@ -79,7 +79,8 @@ async def test_health_is_not_serving_when_the_schema_is_not_current(sqlite_core:
     assert await health_status(sqlite_core) == health_pb2.HealthCheckResponse.SERVING
     async with sqlite_core.app.db.begin() as conn:
         # One migration branch rolled back: the schema is no longer what this build needs.
-        await conn.execute(sa.text("DELETE FROM alembic_version WHERE version_num = '0004_ingest'"))
+        head = (await conn.execute(sa.text("SELECT MIN(version_num) FROM alembic_version"))).scalar_one()
+        await conn.execute(sa.text("DELETE FROM alembic_version WHERE version_num = :v"), {"v": head})
     await sqlite_core.app.refresh_health()
     assert await health_status(sqlite_core) == health_pb2.HealthCheckResponse.NOT_SERVING
 

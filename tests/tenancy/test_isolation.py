@@ -18,12 +18,15 @@ from google.protobuf import text_format
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from serviceradar.admin.v1 import alert_service_pb2 as alert_pb
 from serviceradar.admin.v1 import assignment_service_pb2 as assignment_pb
 from serviceradar.admin.v1 import audit_service_pb2 as audit_pb
 from serviceradar.admin.v1 import batch_service_pb2 as batch_pb
 from serviceradar.admin.v1 import check_service_pb2 as check_pb
 from serviceradar.admin.v1 import cluster_service_pb2 as cluster_pb
+from serviceradar.admin.v1 import device_service_pb2 as device_pb
 from serviceradar.admin.v1 import event_service_pb2 as event_pb
+from serviceradar.admin.v1 import notifier_service_pb2 as notifier_pb
 from serviceradar.admin.v1 import package_service_pb2 as package_pb
 from serviceradar.admin.v1 import package_service_pb2_grpc as package_grpc
 from serviceradar.admin.v1 import partition_service_pb2 as partition_pb
@@ -32,12 +35,15 @@ from serviceradar.admin.v1 import poller_service_pb2 as poller_pb
 from serviceradar.admin.v1 import poller_service_pb2_grpc as poller_grpc
 from serviceradar.admin.v1 import result_service_pb2 as result_pb
 from serviceradar.admin.v1 import source_service_pb2 as source_pb
+from serviceradar.admin.v1 import stats_service_pb2 as stats_pb
 from serviceradar.admin.v1 import sweep_service_pb2 as sweep_pb
+from serviceradar.admin.v1 import template_service_pb2 as template_pb
 from serviceradar.admin.v1 import tenant_service_pb2 as tenant_pb
 from serviceradar.admin.v1 import token_service_pb2 as token_pb
 from serviceradar.edge.v1 import config_pb2
 from serviceradar.edge.v1 import edge_service_pb2 as edge_pb
 from serviceradar.edge.v1 import results_pb2 as rpb
+from srcore.domain.identity import canonical_id
 from srcore.security.rbac import MATRIX, Role
 from tests.helpers.results import RawStream, new_batch_id, push_chunks
 from tests.tenancy.support import Site, invoke, io_classes, register_request
@@ -48,6 +54,8 @@ A_POLLER, B_POLLER = "alpha-poller-7", "beta-poller-3"
 A_PARTITION, B_PARTITION = "alpha-dc", "beta-dc"
 # Each tenant has a check, a sweep group and a source of this name.
 A_WORK, B_WORK = "alpha-work", "beta-work"
+# Alpha's alert (about its poller); each tenant has a notifier named like its work.
+A_ALERT = "a1" * 16
 S = "/serviceradar.admin.v1."
 
 
@@ -92,6 +100,14 @@ async def create_work(channel: grpc.aio.Channel, partition: str, name: str) -> N
         S + "SourceService/CreateSource",
         source_pb.CreateSourceRequest(name=name, spec=source, credentials={"token": f"{name}-token"}),
     )
+    template = template_pb.RegisterTemplateRequest(
+        name=name, checker_type="icmp", format=template_pb.TEMPLATE_FORMAT_JSON, body='{"host": "10.0.0.1"}'
+    )
+    await invoke(channel, S + "TemplateService/RegisterTemplate", template)
+    notifier = notifier_pb.CreateNotifierRequest(
+        name=name, kind=notifier_pb.NOTIFIER_KIND_WEBHOOK, url=f"https://hooks.example/{name}"
+    )
+    await invoke(channel, S + "NotifierService/CreateNotifier", notifier)
 
 
 async def build_world(site: Site) -> World:
@@ -133,12 +149,24 @@ async def build_world(site: Site) -> World:
         stream.send(
             edge_pb.ReportResultsRequest(
                 open=rpb.BatchOpen(
-                    batch_id=batch_id, result_type=rpb.RESULT_TYPE_SWEEP_HOSTS, partition=A_PARTITION
+                    batch_id=batch_id,
+                    result_type=rpb.RESULT_TYPE_SWEEP_HOSTS,
+                    partition=A_PARTITION,
+                    # An execution too, so ListSweepExecutions has alpha's to hide.
+                    sweep=rpb.SweepInfo(
+                        execution_id=batch_id, sweep_id="alpha-sweep", target_network="10.0.0.0/24"
+                    ),
                 )
             )
         )
         await push_chunks(stream, batch_id, total_chunks=1, per_chunk=3)
         stream.close()
+    await site.execute(
+        "INSERT INTO alerts (alert_id, tenant, rule, subject, severity, state, title, created_at, updated_at)"
+        " VALUES (:id, :tenant, 'poller_offline', :poller, 'critical', 'pending', :title, :at, :at)",
+        id=A_ALERT, tenant=A, poller=A_POLLER, title=f"poller {A_POLLER} is offline",
+        at=site.app.access.clock(),
+    )  # fmt: skip
     b_cert = site.operator_cert(Role.ADMIN, B, "beta-admin")
     return World(
         site=site,
@@ -262,6 +290,15 @@ READ_CASES: dict[str, Case] = {
     S + "ResultService/ListResults": listing(
         S + "ResultService/ListResults", lambda t: result_pb.ListResultsRequest(result_type=SWEEP, tenant=t)
     ),
+    S + "ResultService/ListHostStates": listing(
+        S + "ResultService/ListHostStates", lambda t: result_pb.ListHostStatesRequest(tenant=t)
+    ),
+    S + "ResultService/ListCheckStates": listing(
+        S + "ResultService/ListCheckStates", lambda t: result_pb.ListCheckStatesRequest(tenant=t)
+    ),
+    S + "ResultService/ListSweepExecutions": listing(
+        S + "ResultService/ListSweepExecutions", lambda t: result_pb.ListSweepExecutionsRequest(tenant=t)
+    ),
     S + "EventService/ListEvents": listing(
         S + "EventService/ListEvents", lambda t: event_pb.ListEventsRequest(tenant=t)
     ),
@@ -329,6 +366,66 @@ for _service, _noun, _module in _WORK_SERVICES:
 READ_CASES[S + "AssignmentService/ListAssignments"] = listing(
     S + "AssignmentService/ListAssignments", lambda t: assignment_pb.ListAssignmentsRequest(tenant=t), B_WORK
 )
+READ_CASES[S + "AlertService/ListAlerts"] = listing(
+    S + "AlertService/ListAlerts", lambda t: alert_pb.ListAlertsRequest(tenant=t)
+)
+READ_CASES[S + "AlertService/GetAlert"] = lookup(
+    S + "AlertService/GetAlert", lambda w, t: alert_pb.GetAlertRequest(tenant=t, alert_id=A_ALERT)
+)
+READ_CASES[S + "NotifierService/ListNotifiers"] = listing(
+    S + "NotifierService/ListNotifiers", lambda t: notifier_pb.ListNotifiersRequest(tenant=t), B_WORK
+)
+READ_CASES[S + "NotifierService/GetNotifier"] = lookup(
+    S + "NotifierService/GetNotifier", _lookup_request(notifier_pb, "GetNotifierRequest")
+)
+READ_CASES[S + "StatsService/GetStats"] = listing(
+    S + "StatsService/GetStats", lambda t: stats_pb.GetStatsRequest(tenant=t), B
+)
+READ_CASES[S + "TemplateService/ListTemplates"] = listing(
+    S + "TemplateService/ListTemplates", lambda t: template_pb.ListTemplatesRequest(tenant=t), B_WORK
+)
+READ_CASES[S + "TemplateService/GetTemplate"] = lookup(
+    S + "TemplateService/GetTemplate", _lookup_request(template_pb, "GetTemplateRequest")
+)
+
+
+# Alpha's sweep (build_world) made devices; this one is alpha's host-0 at 10.0.0.0.
+A_DEVICE = canonical_id(A, ("ip", "10.0.0.0", A_PARTITION))
+
+
+def devices_case(method: str, make: Callable[[str], Message]) -> Case:
+    """A DeviceService read: alpha's viewer sees alpha's device (so the check proves something);
+    beta sees none of it, and naming alpha's tenant is NOT_FOUND."""
+
+    async def case(world: World, channel: grpc.aio.Channel) -> None:
+        assert world.site.app.identity is not None
+        await world.site.app.identity.settle()
+        async with world.site.admin_port(world.a_viewer) as own:
+            assert "host-0" in text_format.MessageToString(await invoke(own, method, make("")))
+        await not_found(channel, method, make(A))
+        if method.endswith("/ListDevices"):
+            received = await read_all(channel, method, make(""))
+            assert A_DEVICE not in text_format.MessageToString(received[0])
+        else:
+            await not_found(channel, method, make(""))
+
+    return case
+
+
+READ_CASES[S + "DeviceService/ListDevices"] = devices_case(
+    S + "DeviceService/ListDevices", lambda t: device_pb.ListDevicesRequest(tenant=t)
+)
+READ_CASES[S + "DeviceService/GetDevice"] = devices_case(
+    S + "DeviceService/GetDevice", lambda t: device_pb.GetDeviceRequest(tenant=t, device_id=A_DEVICE)
+)
+READ_CASES[S + "DeviceService/GetDeviceHistory"] = devices_case(
+    S + "DeviceService/GetDeviceHistory",
+    lambda t: device_pb.GetDeviceHistoryRequest(tenant=t, device_id=A_DEVICE),
+)
+READ_CASES[S + "DeviceService/LookupDevice"] = devices_case(
+    S + "DeviceService/LookupDevice",
+    lambda t: device_pb.LookupDeviceRequest(tenant=t, ip="10.0.0.0", partition=A_PARTITION),
+)
 
 
 # Tenant-level writes are for platform admins only: beta's admin is refused by role, the same
@@ -380,6 +477,29 @@ for _service, _noun, _module in _WORK_SERVICES:
             _request(_module, f"{_verb}{_noun}Request", name=A_WORK),
             _request(_module, f"{_verb}{_noun}Request", tenant=A, name=A_WORK),
         ]
+WRITE_CASES[S + "TemplateService/RegisterTemplate"] = [
+    _request(template_pb, "RegisterTemplateRequest", tenant=A, name="sneaky")
+]
+WRITE_CASES[S + "TemplateService/DeleteTemplate"] = [
+    _request(template_pb, "DeleteTemplateRequest", name=A_WORK),
+    _request(template_pb, "DeleteTemplateRequest", tenant=A, name=A_WORK),
+]
+for _verb in ("Acknowledge", "Resolve"):
+    WRITE_CASES[f"{S}AlertService/{_verb}Alert"] = [
+        _request(alert_pb, f"{_verb}AlertRequest", alert_id=A_ALERT),
+        _request(alert_pb, f"{_verb}AlertRequest", tenant=A, alert_id=A_ALERT),
+    ]
+WRITE_CASES[S + "NotifierService/CreateNotifier"] = [
+    _request(
+        notifier_pb, "CreateNotifierRequest", tenant=A, name="sneaky",
+        kind=notifier_pb.NOTIFIER_KIND_WEBHOOK, url="https://hooks.example/sneaky",
+    )
+]  # fmt: skip
+for _verb in ("Update", "Delete", "Test"):
+    WRITE_CASES[f"{S}NotifierService/{_verb}Notifier"] = [
+        _request(notifier_pb, f"{_verb}NotifierRequest", name=A_WORK),
+        _request(notifier_pb, f"{_verb}NotifierRequest", tenant=A, name=A_WORK),
+    ]
 for _verb in ("Drain", "Resume"):
     WRITE_CASES[f"{S}PollerService/{_verb}Poller"] = [
         _request(poller_pb, f"{_verb}PollerRequest", poller_id=A_POLLER),
@@ -447,6 +567,10 @@ async def test_tenant_b_sees_and_touches_nothing_of_tenant_a(site: Site) -> None
                 channel, f"{S}{noun}Service/Get{noun}", getattr(module, f"Get{noun}Request")(name=A_WORK)
             )
             assert getattr(item, noun.lower()).enabled, f"alpha's {noun.lower()} is untouched"
+        template = await invoke(
+            channel, S + "TemplateService/GetTemplate", template_pb.GetTemplateRequest(name=A_WORK)
+        )
+        assert template.template.version == 1, "alpha's template is untouched"
         poller = await poller_grpc.PollerServiceStub(channel).GetPoller(
             poller_pb.GetPollerRequest(poller_id=A_POLLER)
         )

@@ -22,14 +22,22 @@ from srcore.domain.model import (
     Registration,
 )
 from srcore.domain.registry import RegistryService
+from srcore.domain.templates import MAX_EDGE_TEMPLATES, Outcome, TemplateFormat, TemplateSource, template_spec
 from srcore.ingest.stream import IngestService, ResultStream
 from srcore.security.identity import PeerIdentity
+from srcore.store.templates import TemplateRepository
 
 _STATUS: dict[int, ComponentStatus] = {
     pb.COMPONENT_STATUS_UNSPECIFIED: ComponentStatus.UNKNOWN,
     pb.COMPONENT_STATUS_OK: ComponentStatus.OK,
     pb.COMPONENT_STATUS_DEGRADED: ComponentStatus.DEGRADED,
     pb.COMPONENT_STATUS_DOWN: ComponentStatus.DOWN,
+}
+_FORMATS = {pb.TEMPLATE_FORMAT_JSON: TemplateFormat.JSON, pb.TEMPLATE_FORMAT_TOML: TemplateFormat.TOML}
+_OUTCOMES = {
+    Outcome.CREATED: pb.TEMPLATE_OUTCOME_CREATED,
+    Outcome.UNCHANGED: pb.TEMPLATE_OUTCOME_UNCHANGED,
+    Outcome.OPERATOR_KEPT: pb.TEMPLATE_OUTCOME_OPERATOR_KEPT,
 }
 _ACTION = {
     PollerState.DRAINING: pb.OPERATOR_ACTION_DRAIN,
@@ -98,7 +106,11 @@ class EdgeServicer(pb_grpc.EdgeServiceServicer):
         config: ConfigSync,
         trust_domain: str,
         clock: Callable[[], datetime],
+        templates: TemplateRepository,
+        template_max_bytes: int,
     ) -> None:
+        self._templates = templates
+        self._template_max_bytes = template_max_bytes
         self._registry = registry
         self._ingest = ingest
         self._config = config
@@ -194,3 +206,40 @@ class EdgeServicer(pb_grpc.EdgeServiceServicer):
         known = validation.text("known_version", request.known_version, 80)
         async for message in self._config.stream(identity.tenant, request.poller_id, known):
             yield message
+
+    async def RegisterTemplates(
+        self, request: pb.RegisterTemplatesRequest, context: Context
+    ) -> pb.RegisterTemplatesResponse:
+        """Register the edge's default checker templates in its tenant (never over an operator's)."""
+        identity = require_edge(context, self._trust_domain)
+        validation.identifier("poller_id", request.poller_id)
+        _same_poller(identity, request.poller_id)
+        assert identity.tenant is not None
+        if len(request.templates) > MAX_EDGE_TEMPLATES:
+            raise InvalidArgument("templates", f"at most {MAX_EDGE_TEMPLATES} per call")
+        specs = []
+        seen: set[str] = set()
+        for i, default in enumerate(request.templates):
+            spec = template_spec(
+                default.name,
+                default.checker_type,
+                _FORMATS.get(default.format),
+                default.body,
+                self._template_max_bytes,
+                prefix=f"templates[{i}].",
+            )
+            if spec.name in seen:
+                raise InvalidArgument(f"templates[{i}].name", f"duplicate template name {spec.name!r}")
+            seen.add(spec.name)
+            specs.append(spec)
+        registered = await self._templates.register(
+            identity.tenant, specs, TemplateSource.EDGE, f"poller:{request.poller_id}"
+        )
+        return pb.RegisterTemplatesResponse(
+            templates=[
+                pb.TemplateRegistration(
+                    name=r.template.name, outcome=_OUTCOMES[r.outcome], version=r.template.version
+                )
+                for r in registered
+            ]
+        )

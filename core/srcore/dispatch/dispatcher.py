@@ -7,6 +7,9 @@ concerned again (level-triggered: every round re-reads the partition and converg
 missed or repeated hint costs a round, never a wrong placement):
 
 - the registry: a poller registering (joining: with a rebalance) or expiring (offline);
+  changes arriving within `registry_settle` seconds of the last registry-driven round share
+  the next one, so a fleet re-registering at once costs a few rounds per partition, not one
+  per poller (a lone join or expiry is still placed at once);
 - `DispatchWanted` signals: an operator created, changed or deleted an item, drained or
   resumed a poller (any replica);
 - a full pass every `resync_interval`, for what sends no hint (e.g. maintenance).
@@ -79,6 +82,12 @@ class _Dirty:
         key = (tenant, partition)
         self.partitions[key] = self.partitions.get(key, False) or rebalance
 
+    def merge(self, other: _Dirty) -> None:
+        partitions, everything = other.take()
+        for (tenant, partition), rebalance in partitions.items():
+            self.add(tenant, partition, rebalance)
+        self.everything = self.everything or everything
+
     def take(self) -> tuple[dict[tuple[str, str], bool], bool]:
         taken = (self.partitions, self.everything)
         self.partitions, self.everything = {}, False
@@ -119,6 +128,7 @@ class Dispatcher:
         *,
         rebalance_threshold: float = dispatch.DEFAULT_REBALANCE_THRESHOLD,
         resync_interval: float = 60.0,
+        registry_settle: float = 1.0,
     ) -> None:
         self._work = work
         self._registry = registry
@@ -128,30 +138,38 @@ class Dispatcher:
         self._interval = heartbeat_interval
         self._threshold = rebalance_threshold
         self._resync = resync_interval
+        self._settle = registry_settle
 
     async def run(self, leadership: Leadership) -> None:
         """Dispatch until leadership ends (the job the leader job runner starts)."""
         dirty = _Dirty(everything=True)
+        joined = _Dirty()
         followers = [
             asyncio.get_running_loop().create_task(
                 self._follow_signals(dirty, leadership), name="dispatch-signals"
             ),
             asyncio.get_running_loop().create_task(
-                self._follow_registry(dirty, leadership), name="dispatch-registry"
+                self._follow_registry(joined, leadership), name="dispatch-registry"
             ),
         ]
         next_full = time.monotonic() + self._resync
+        registry_due = 0.0
         try:
             while not leadership.stopping:
-                if time.monotonic() >= next_full:
+                now = time.monotonic()
+                if now >= next_full:
                     dirty.everything = True
+                if joined and now >= registry_due:
+                    dirty.merge(joined)
+                    registry_due = now + self._settle
                 if dirty:
                     partitions, everything = dirty.take()
                     if everything:
                         next_full = time.monotonic() + self._resync
                     await self.dispatch(partitions, everything, leadership.info)
                     continue
-                if not await leadership.sleep(max(0.0, next_full - time.monotonic())):
+                wake_at = min(next_full, registry_due) if joined else next_full
+                if not await leadership.sleep(max(0.0, wake_at - now)):
                     return
         finally:
             for follower in followers:

@@ -38,10 +38,11 @@ def _utc(value: datetime) -> datetime:
 
 
 def _poller_of(transition: Transition) -> str | None:
-    # Entity ids are paths within the tenant: "demo" for a poller, "demo/a1" for its agent.
+    # Entity ids are paths within the tenant: "demo" for a poller, "demo/a1" for its agent,
+    # "demo/a1/http" for a checker of that agent.
     if transition.entity_type == "poller":
         return transition.entity_id
-    if transition.entity_type == "agent":
+    if transition.entity_type in ("agent", "checker"):
         return transition.entity_id.partition("/")[0]
     return None
 

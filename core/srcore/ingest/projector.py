@@ -1,22 +1,41 @@
-"""Keeps the latest-state tables (host_latest, check_latest) up to date, off the ack path."""
+"""Result processing off the ack path: latest host and check state, checker states, sweep totals."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
+from datetime import datetime
 
+from srcore.domain.processing import ProcessingPolicy
 from srcore.store.database import Database
-from srcore.store.ingest import project_pending
+from srcore.store.processing import process_pending
 
 log = logging.getLogger(__name__)
 
 
 class Projector:
-    """Runs after each local flush, and periodically for flushes other replicas left behind."""
+    """Runs after each local flush, and periodically for flushes other replicas left behind.
 
-    def __init__(self, db: Database, poll_interval: float = 5.0) -> None:
+    The periodic round also closes sweep executions whose last flushes another replica
+    projected, so no execution waits for new traffic to be closed.
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        policy: ProcessingPolicy,
+        clock: Callable[[], datetime],
+        replica_id: str,
+        fencing_token: Callable[[], int],
+        poll_interval: float = 5.0,
+    ) -> None:
         self._db = db
+        self._policy = policy
+        self._clock = clock
+        self._replica_id = replica_id
+        self._fencing_token = fencing_token
         self._poll_interval = poll_interval
         self._wakeup = asyncio.Event()
         self._stopping = False
@@ -38,20 +57,23 @@ class Projector:
             await self._task
 
     async def drain(self) -> int:
-        """Project every pending flush now; returns how many."""
+        """Process every pending flush (and close every ready execution) now; returns how many."""
         total = 0
-        while projected := await project_pending(self._db):
-            total += projected
+        while handled := await process_pending(
+            self._db, self._policy, self._clock(), self._replica_id, self._fencing_token()
+        ):
+            total += handled
         return total
 
     async def _run(self) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), self._poll_interval)
+                async with asyncio.timeout(self._poll_interval):
+                    await self._wakeup.wait()
             self._wakeup.clear()
             try:
                 await self.drain()
             except Exception as exc:
-                log.warning("latest-state projection failed, will retry: %s", exc)
+                log.warning("result processing failed, will retry: %s", exc)
             if self._stopping:
                 return

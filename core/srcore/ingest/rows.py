@@ -149,6 +149,7 @@ def sweep_rows(
         rtt = r.icmp_rtt
         rtt_us = rtt.seconds * 1_000_000 + rtt.nanos // 1000 or None
         ports_text = ""
+        fastest = None
         ports = r.ports
         if ports:
             open_ports = []
@@ -160,6 +161,10 @@ def sweep_rows(
                     break
                 if p.open:
                     open_ports.append(number)
+                    took = p.response_time
+                    took_us = took.seconds * 1_000_000 + took.nanos // 1000
+                    if took_us and (fastest is None or took_us < fastest):
+                        fastest = took_us
             if bad:
                 tally.reject(f"results[{seq}].ports[].port: {max(bad, 0)} is not a TCP port")
                 continue
@@ -174,7 +179,7 @@ def sweep_rows(
             else encode(_fromtimestamp(seconds + seen.nanos / 1e9, UTC))
         )
         append((*prefix, seq, flush_id, execution_id, ip, mac, hostname, r.available, rtt_us, loss,
-                ports_text, when, received))  # fmt: skip
+                ports_text, when, received, fastest))  # fmt: skip
     tally.accepted += len(results) - tally.rejected
 
 

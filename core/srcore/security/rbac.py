@@ -62,6 +62,9 @@ MATRIX: dict[str, Rule] = {
     _ADMIN + "BatchService/ListBatches": Rule(READ),
     _ADMIN + "BatchService/GetBatch": Rule(READ),
     _ADMIN + "ResultService/ListResults": Rule(READ),
+    _ADMIN + "ResultService/ListHostStates": Rule(READ),
+    _ADMIN + "ResultService/ListCheckStates": Rule(READ),
+    _ADMIN + "ResultService/ListSweepExecutions": Rule(READ),
     _ADMIN + "EventService/ListEvents": Rule(READ),
     _ADMIN + "EventService/WatchEvents": Rule(READ),
     _ADMIN + "TenantService/CreateTenant": Rule(PLATFORM, True, ("name",), "name"),
@@ -108,6 +111,28 @@ MATRIX: dict[str, Rule] = {
     _ADMIN + "SourceService/DisableSource": Rule(OPERATE, True, ("name",)),
     _ADMIN + "SourceService/DeleteSource": Rule(ADMINISTER, True, ("name",)),
     _ADMIN + "AssignmentService/ListAssignments": Rule(READ),
+    # Canonical devices (docs/identity.md): read-only, tenant-scoped.
+    _ADMIN + "DeviceService/LookupDevice": Rule(READ),
+    _ADMIN + "DeviceService/ListDevices": Rule(READ),
+    _ADMIN + "DeviceService/GetDevice": Rule(READ),
+    _ADMIN + "DeviceService/GetDeviceHistory": Rule(READ),
+    # Alerts and notifiers (docs/alerts.md); audit targets name notifiers, never their URLs.
+    _ADMIN + "AlertService/ListAlerts": Rule(READ),
+    _ADMIN + "AlertService/GetAlert": Rule(READ),
+    _ADMIN + "AlertService/AcknowledgeAlert": Rule(OPERATE, True, ("alert_id",)),
+    _ADMIN + "AlertService/ResolveAlert": Rule(OPERATE, True, ("alert_id",)),
+    _ADMIN + "NotifierService/CreateNotifier": Rule(OPERATE, True, ("name", "kind")),
+    _ADMIN + "NotifierService/GetNotifier": Rule(READ),
+    _ADMIN + "NotifierService/ListNotifiers": Rule(READ),
+    _ADMIN + "NotifierService/UpdateNotifier": Rule(OPERATE, True, ("name",)),
+    _ADMIN + "NotifierService/DeleteNotifier": Rule(ADMINISTER, True, ("name",)),
+    _ADMIN + "NotifierService/TestNotifier": Rule(OPERATE, True, ("name",)),
+    _ADMIN + "StatsService/GetStats": Rule(READ),
+    # Checker templates (docs/templates.md); audit targets name the template, never its body.
+    _ADMIN + "TemplateService/RegisterTemplate": Rule(OPERATE, True, ("name",)),
+    _ADMIN + "TemplateService/GetTemplate": Rule(READ),
+    _ADMIN + "TemplateService/ListTemplates": Rule(READ),
+    _ADMIN + "TemplateService/DeleteTemplate": Rule(ADMINISTER, True, ("name",)),
 }
 
 # Services every caller may use without credentials: load balancers probe health, and the

@@ -1,4 +1,6 @@
-"""Ingest persistence: the batch ledger, raw result writes (COPY / executemany), projections."""
+"""Ingest persistence: the batch ledger, raw result writes (COPY / executemany), raw reads.
+
+Folding results into latest state is srcore.store.processing."""
 
 from __future__ import annotations
 
@@ -38,7 +40,7 @@ TABLES: dict[ResultKind, tuple[str, tuple[str, ...]]] = {
 _ORIGIN_TYPES = ["text", "text", "text", "text", "text", "int4", "int4", "int8"]
 COPY_TYPES: dict[ResultKind, list[str]] = {
     ResultKind.SWEEP_HOSTS: [*_ORIGIN_TYPES, "text", "text", "text", "text", "bool", "int8", "float8", "text",
-                             "timestamptz", "timestamptz"],
+                             "timestamptz", "timestamptz", "int8"],
     ResultKind.SERVICE_CHECKS: [*_ORIGIN_TYPES, "text", "text", "text", "bool", "int8", "text",
                                 "timestamptz", "timestamptz"],
     ResultKind.DEVICE_UPDATES: [*_ORIGIN_TYPES, "text", "text", "text", "text", "text", "bool", "text",
@@ -309,73 +311,6 @@ class IngestStore:
         return int(result.rowcount)
 
 
-_HOST_PROJECTION = """
-INSERT INTO host_latest (tenant, partition, ip, mac, hostname, available, icmp_rtt_us, icmp_loss,
-                         open_ports, poller_id, execution_id, observed_at)
-SELECT tenant, partition, ip, mac, hostname, available, icmp_rtt_us, icmp_loss,
-       open_ports, poller_id, execution_id, observed_at
-FROM (SELECT *, row_number() OVER (PARTITION BY tenant, partition, ip
-                                   ORDER BY observed_at DESC, flush_id DESC, chunk_index DESC, seq DESC) AS rn
-      FROM sweep_host_results WHERE flush_id IN ({ids})) AS latest
-WHERE rn = 1
-ON CONFLICT (tenant, partition, ip) DO UPDATE SET
-  mac = CASE WHEN excluded.mac <> '' THEN excluded.mac ELSE host_latest.mac END,
-  hostname = CASE WHEN excluded.hostname <> '' THEN excluded.hostname ELSE host_latest.hostname END,
-  available = excluded.available,
-  icmp_rtt_us = excluded.icmp_rtt_us,
-  icmp_loss = excluded.icmp_loss,
-  open_ports = excluded.open_ports,
-  poller_id = excluded.poller_id,
-  execution_id = excluded.execution_id,
-  observed_at = excluded.observed_at
-WHERE excluded.observed_at >= host_latest.observed_at
-"""
-
-_CHECK_PROJECTION = """
-INSERT INTO check_latest (tenant, poller_id, agent_id, name, check_id, check_type, available,
-                          response_time_us, message, observed_at)
-SELECT tenant, poller_id, agent_id, name, check_id, check_type, available,
-       response_time_us, message, observed_at
-FROM (SELECT *, row_number() OVER (PARTITION BY tenant, poller_id, agent_id, name
-                                   ORDER BY observed_at DESC, flush_id DESC, chunk_index DESC, seq DESC) AS rn
-      FROM service_check_results WHERE flush_id IN ({ids})) AS latest
-WHERE rn = 1
-ON CONFLICT (tenant, poller_id, agent_id, name) DO UPDATE SET
-  check_id = excluded.check_id,
-  check_type = excluded.check_type,
-  available = excluded.available,
-  response_time_us = excluded.response_time_us,
-  message = excluded.message,
-  observed_at = excluded.observed_at
-WHERE excluded.observed_at >= check_latest.observed_at
-"""
-
-
-async def project_pending(db: Database, limit: int = 50) -> int:
-    """Fold committed flushes into the latest-state tables; returns how many flushes.
-
-    Runs off the ack path. On PostgreSQL, SKIP LOCKED lets every replica help without two
-    of them projecting the same flush; the `observed_at >=` guard makes order irrelevant.
-    """
-    async with db.begin() as conn:
-        query = (
-            sa.select(ingest_flushes.c.id)
-            .where(ingest_flushes.c.projected == sa.false())
-            .order_by(ingest_flushes.c.id)
-            .limit(limit)
-        )
-        if db.is_postgres:
-            query = query.with_for_update(skip_locked=True)
-        ids = [int(i) for i in (await conn.execute(query)).scalars()]
-        if not ids:
-            return 0
-        id_list = ", ".join(str(i) for i in ids)
-        await conn.exec_driver_sql(_HOST_PROJECTION.format(ids=id_list))
-        await conn.exec_driver_sql(_CHECK_PROJECTION.format(ids=id_list))
-        await conn.execute(ingest_flushes.update().where(ingest_flushes.c.id.in_(ids)).values(projected=True))
-    return len(ids)
-
-
 RAW_TABLES = {
     ResultKind.SWEEP_HOSTS: sweep_host_results,
     ResultKind.SERVICE_CHECKS: service_check_results,
@@ -395,8 +330,12 @@ async def list_results(
     until: datetime | None,
     limit: int,
     after: ResultKey | None,
+    check_name: str | None = None,
 ) -> list[sa.Row[Any]]:
-    """Raw results of one kind, newest first, keyset-paginated on (observed_at, poller, batch, chunk, seq)."""
+    """Raw results of one kind, newest first, keyset-paginated on (observed_at, poller, batch, chunk, seq).
+
+    `check_name` narrows service check results to one check: its result history.
+    """
     table = RAW_TABLES[kind]
     c = table.c
     key = (c.observed_at, c.poller_id, c.batch_id, c.chunk_index, c.seq)
@@ -405,6 +344,8 @@ async def list_results(
         query = query.where(c.partition == partition)
     if poller_id is not None:
         query = query.where(c.poller_id == poller_id)
+    if check_name is not None:
+        query = query.where(c.name == check_name)
     if since is not None:
         query = query.where(c.observed_at >= since)
     if until is not None:

@@ -15,7 +15,7 @@ from srcore.store.tables import Timestamp, metadata
 SWEEP_COLUMNS = (
     "tenant", "partition", "poller_id", "agent_id", "batch_id", "chunk_index", "seq", "flush_id",
     "execution_id", "ip", "mac", "hostname", "available", "icmp_rtt_us", "icmp_loss", "open_ports",
-    "observed_at", "received_at",
+    "observed_at", "received_at", "response_time_us",
 )  # fmt: skip
 CHECK_COLUMNS = (
     "tenant", "partition", "poller_id", "agent_id", "batch_id", "chunk_index", "seq", "flush_id",
@@ -62,6 +62,9 @@ ingest_flushes = sa.Table(
     sa.Column("created_at", Timestamp, nullable=False),
     sa.Column("projected", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Index("ix_ingest_flushes_pending", "projected", "id"),
+    # Device identity's progress marker (migration 0007_identity, srcore.ingest.identity).
+    sa.Column("identified", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Index("ix_ingest_flushes_unidentified", "identified", "id"),
 )
 
 
@@ -94,6 +97,8 @@ sweep_host_results = sa.Table(
     sa.Column("open_ports", sa.Text, nullable=False),
     sa.Column("observed_at", Timestamp, nullable=False),
     sa.Column("received_at", Timestamp, nullable=False),
+    # The fastest TCP connect among the open ports (0008_processing).
+    sa.Column("response_time_us", sa.BigInteger, nullable=True),
     sa.Index("ix_sweep_host_results_flush", "flush_id", postgresql_using="brin"),
     sa.Index("ix_sweep_host_results_observed", "observed_at", postgresql_using="brin"),
 )
@@ -146,6 +151,9 @@ host_latest = sa.Table(
     sa.Column("poller_id", sa.String(128), nullable=False),
     sa.Column("execution_id", sa.String(64), nullable=False),
     sa.Column("observed_at", Timestamp, nullable=False),
+    # Processing (0008_processing): open_ports holds at most max_open_ports_per_host ports.
+    sa.Column("response_time_us", sa.BigInteger, nullable=True),
+    sa.Column("ports_truncated", sa.Boolean, nullable=False, server_default=sa.false()),
 )
 
 check_latest = sa.Table(
@@ -161,6 +169,11 @@ check_latest = sa.Table(
     sa.Column("response_time_us", sa.BigInteger, nullable=True),
     sa.Column("message", sa.Text, nullable=False),
     sa.Column("observed_at", Timestamp, nullable=False),
+    # The checker state machine (0008_processing): a CheckerState value.
+    sa.Column("state", sa.String(16), nullable=False, server_default="active"),
+    sa.Column("consecutive_failures", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("state_changed_at", Timestamp, nullable=True),
+    sa.Index("ix_check_latest_tenant_state", "tenant", "state"),
 )
 
 sweep_executions = sa.Table(
@@ -175,4 +188,13 @@ sweep_executions = sa.Table(
     sa.Column("state", sa.String(16), nullable=False),
     sa.Column("started_at", Timestamp, nullable=False),
     sa.Column("completed_at", Timestamp, nullable=True),
+    # Totals of the execution once it ended and every flush up to close_after_flush is
+    # projected (0008_processing); NULL until then.
+    sa.Column("hosts_total", sa.Integer, nullable=True),
+    sa.Column("hosts_available", sa.Integer, nullable=True),
+    sa.Column("hosts_unavailable", sa.Integer, nullable=True),
+    sa.Column("hosts_marked_unseen", sa.Integer, nullable=True),
+    sa.Column("close_after_flush", sa.BigInteger, nullable=True),
+    sa.Column("closed_at", Timestamp, nullable=True),
+    sa.Index("ix_sweep_executions_closing", "closed_at", "state"),
 )

@@ -94,11 +94,12 @@ class PollerRepository:
         self._db = db
 
     async def ensure_tenant(self, name: str, now: datetime) -> None:
-        """Create the tenant if it does not exist (used to bootstrap the embedded default)."""
+        """Create the tenant if it does not exist (used to bootstrap the embedded default).
+
+        Replicas starting together all ensure it: the insert yields to whoever was first.
+        """
         async with self._db.begin() as conn:
-            exists = await conn.scalar(sa.select(tenants.c.name).where(tenants.c.name == name))
-            if exists is None:
-                await conn.execute(tenants.insert().values(name=name, display_name=name, created_at=now))
+            await insert_ignore(conn, tenants, [{"name": name, "display_name": name, "created_at": now}])
 
     async def tenant_state(self, tenant: str) -> str | None:
         """'active', 'suspended', or None when the tenant does not exist."""

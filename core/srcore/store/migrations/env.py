@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from alembic import context
 
-import srcore.store.ingest_tables  # noqa: F401  (registers its tables on the metadata)
+# Each module registers its tables on the shared metadata (what autogenerate compares).
+import srcore.store.alert_tables
+import srcore.store.device_tables
+import srcore.store.ingest_tables
+import srcore.store.stats_tables  # noqa: F401
 from srcore.store.tables import metadata
 
 connection = context.config.attributes["connection"]

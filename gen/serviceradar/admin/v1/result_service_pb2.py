@@ -22,23 +22,44 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from serviceradar.edge.v1 import results_pb2 as serviceradar_dot_edge_dot_v1_dot_results__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*serviceradar/admin/v1/result_service.proto\x12\x15serviceradar.admin.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\"serviceradar/edge/v1/results.proto\"\xfe\x01\n\x12ListResultsRequest\x12\x35\n\x0bresult_type\x18\x01 \x01(\x0e\x32 .serviceradar.edge.v1.ResultType\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x11\n\tpartition\x18\x03 \x01(\t\x12\x11\n\tpoller_id\x18\x04 \x01(\t\x12)\n\x05since\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05until\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x07 \x01(\r\x12\x12\n\npage_token\x18\x08 \x01(\t\"\xf5\x02\n\x0cStoredResult\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\t\x12\x11\n\tpoller_id\x18\x03 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x04 \x01(\t\x12\x10\n\x08\x62\x61tch_id\x18\x05 \x01(\t\x12\x13\n\x0b\x63hunk_index\x18\x06 \x01(\r\x12/\n\x0breceived_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12;\n\nsweep_host\x18\n \x01(\x0b\x32%.serviceradar.edge.v1.SweepHostResultH\x00\x12\x41\n\rservice_check\x18\x0b \x01(\x0b\x32(.serviceradar.edge.v1.ServiceCheckResultH\x00\x12;\n\rdevice_update\x18\x0c \x01(\x0b\x32\".serviceradar.edge.v1.DeviceUpdateH\x00\x42\x08\n\x06result\"d\n\x13ListResultsResponse\x12\x34\n\x07results\x18\x01 \x03(\x0b\x32#.serviceradar.admin.v1.StoredResult\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2u\n\rResultService\x12\x64\n\x0bListResults\x12).serviceradar.admin.v1.ListResultsRequest\x1a*.serviceradar.admin.v1.ListResultsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*serviceradar/admin/v1/result_service.proto\x12\x15serviceradar.admin.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\"serviceradar/edge/v1/results.proto\"\x92\x02\n\x12ListResultsRequest\x12\x35\n\x0bresult_type\x18\x01 \x01(\x0e\x32 .serviceradar.edge.v1.ResultType\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x11\n\tpartition\x18\x03 \x01(\t\x12\x11\n\tpoller_id\x18\x04 \x01(\t\x12)\n\x05since\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05until\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x07 \x01(\r\x12\x12\n\npage_token\x18\x08 \x01(\t\x12\x12\n\ncheck_name\x18\t \x01(\t\"\xf5\x02\n\x0cStoredResult\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\t\x12\x11\n\tpoller_id\x18\x03 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x04 \x01(\t\x12\x10\n\x08\x62\x61tch_id\x18\x05 \x01(\t\x12\x13\n\x0b\x63hunk_index\x18\x06 \x01(\r\x12/\n\x0breceived_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12;\n\nsweep_host\x18\n \x01(\x0b\x32%.serviceradar.edge.v1.SweepHostResultH\x00\x12\x41\n\rservice_check\x18\x0b \x01(\x0b\x32(.serviceradar.edge.v1.ServiceCheckResultH\x00\x12;\n\rdevice_update\x18\x0c \x01(\x0b\x32\".serviceradar.edge.v1.DeviceUpdateH\x00\x42\x08\n\x06result\"d\n\x13ListResultsResponse\x12\x34\n\x07results\x18\x01 \x03(\x0b\x32#.serviceradar.admin.v1.StoredResult\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xa2\x01\n\x15ListHostStatesRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\t\x12?\n\x0c\x61vailability\x18\x03 \x01(\x0e\x32).serviceradar.admin.v1.AvailabilityFilter\x12\x11\n\tpage_size\x18\x04 \x01(\r\x12\x12\n\npage_token\x18\x05 \x01(\t\"\xec\x02\n\tHostState\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\t\x12\n\n\x02ip\x18\x03 \x01(\t\x12\x0b\n\x03mac\x18\x04 \x01(\t\x12\x10\n\x08hostname\x18\x05 \x01(\t\x12\x11\n\tavailable\x18\x06 \x01(\x08\x12\x30\n\rresponse_time\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\x12+\n\x08icmp_rtt\x18\x08 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x18\n\x10icmp_packet_loss\x18\t \x01(\x01\x12\x12\n\nopen_ports\x18\n \x03(\r\x12\x17\n\x0fports_truncated\x18\x0b \x01(\x08\x12\x11\n\tpoller_id\x18\x0c \x01(\t\x12\x14\n\x0c\x65xecution_id\x18\r \x01(\t\x12/\n\x0bobserved_at\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"b\n\x16ListHostStatesResponse\x12/\n\x05hosts\x18\x01 \x03(\x0b\x32 .serviceradar.admin.v1.HostState\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"q\n\x16ListCheckStatesRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x11\n\tpoller_id\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\x12\x11\n\tpage_size\x18\x04 \x01(\r\x12\x12\n\npage_token\x18\x05 \x01(\t\"\xdf\x02\n\nCheckState\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x11\n\tpoller_id\x18\x02 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x03 \x01(\t\x12\x0c\n\x04name\x18\x04 \x01(\t\x12\x10\n\x08\x63heck_id\x18\x05 \x01(\t\x12\x12\n\ncheck_type\x18\x06 \x01(\t\x12\r\n\x05state\x18\x07 \x01(\t\x12\x1c\n\x14\x63onsecutive_failures\x18\x08 \x01(\r\x12\x34\n\x10state_changed_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tavailable\x18\n \x01(\x08\x12\x30\n\rresponse_time\x18\x0b \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0f\n\x07message\x18\x0c \x01(\t\x12/\n\x0bobserved_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"e\n\x17ListCheckStatesResponse\x12\x31\n\x06\x63hecks\x18\x01 \x03(\x0b\x32!.serviceradar.admin.v1.CheckState\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"x\n\x1aListSweepExecutionsRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\t\x12\x10\n\x08sweep_id\x18\x03 \x01(\t\x12\x11\n\tpage_size\x18\x04 \x01(\r\x12\x12\n\npage_token\x18\x05 \x01(\t\"\x8c\x03\n\x0eSweepExecution\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x11\n\tpoller_id\x18\x02 \x01(\t\x12\x14\n\x0c\x65xecution_id\x18\x03 \x01(\t\x12\x11\n\tpartition\x18\x04 \x01(\t\x12\x10\n\x08sweep_id\x18\x05 \x01(\t\x12\x16\n\x0etarget_network\x18\x06 \x01(\t\x12\r\n\x05state\x18\x07 \x01(\t\x12.\n\nstarted_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0c\x63ompleted_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tclosed_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bhosts_total\x18\x0b \x01(\r\x12\x17\n\x0fhosts_available\x18\x0c \x01(\r\x12\x19\n\x11hosts_unavailable\x18\r \x01(\r\x12\x1b\n\x13hosts_marked_unseen\x18\x0e \x01(\r\"q\n\x1bListSweepExecutionsResponse\x12\x39\n\nexecutions\x18\x01 \x03(\x0b\x32%.serviceradar.admin.v1.SweepExecution\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*\x81\x01\n\x12\x41vailabilityFilter\x12#\n\x1f\x41VAILABILITY_FILTER_UNSPECIFIED\x10\x00\x12!\n\x1d\x41VAILABILITY_FILTER_AVAILABLE\x10\x01\x12#\n\x1f\x41VAILABILITY_FILTER_UNAVAILABLE\x10\x02\x32\xd4\x03\n\rResultService\x12\x64\n\x0bListResults\x12).serviceradar.admin.v1.ListResultsRequest\x1a*.serviceradar.admin.v1.ListResultsResponse\x12m\n\x0eListHostStates\x12,.serviceradar.admin.v1.ListHostStatesRequest\x1a-.serviceradar.admin.v1.ListHostStatesResponse\x12p\n\x0fListCheckStates\x12-.serviceradar.admin.v1.ListCheckStatesRequest\x1a..serviceradar.admin.v1.ListCheckStatesResponse\x12|\n\x13ListSweepExecutions\x12\x31.serviceradar.admin.v1.ListSweepExecutionsRequest\x1a\x32.serviceradar.admin.v1.ListSweepExecutionsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'serviceradar.admin.v1.result_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_LISTRESULTSREQUEST']._serialized_start=139
-  _globals['_LISTRESULTSREQUEST']._serialized_end=393
-  _globals['_STOREDRESULT']._serialized_start=396
-  _globals['_STOREDRESULT']._serialized_end=769
-  _globals['_LISTRESULTSRESPONSE']._serialized_start=771
-  _globals['_LISTRESULTSRESPONSE']._serialized_end=871
-  _globals['_RESULTSERVICE']._serialized_start=873
-  _globals['_RESULTSERVICE']._serialized_end=990
+  _globals['_AVAILABILITYFILTER']._serialized_start=2766
+  _globals['_AVAILABILITYFILTER']._serialized_end=2895
+  _globals['_LISTRESULTSREQUEST']._serialized_start=171
+  _globals['_LISTRESULTSREQUEST']._serialized_end=445
+  _globals['_STOREDRESULT']._serialized_start=448
+  _globals['_STOREDRESULT']._serialized_end=821
+  _globals['_LISTRESULTSRESPONSE']._serialized_start=823
+  _globals['_LISTRESULTSRESPONSE']._serialized_end=923
+  _globals['_LISTHOSTSTATESREQUEST']._serialized_start=926
+  _globals['_LISTHOSTSTATESREQUEST']._serialized_end=1088
+  _globals['_HOSTSTATE']._serialized_start=1091
+  _globals['_HOSTSTATE']._serialized_end=1455
+  _globals['_LISTHOSTSTATESRESPONSE']._serialized_start=1457
+  _globals['_LISTHOSTSTATESRESPONSE']._serialized_end=1555
+  _globals['_LISTCHECKSTATESREQUEST']._serialized_start=1557
+  _globals['_LISTCHECKSTATESREQUEST']._serialized_end=1670
+  _globals['_CHECKSTATE']._serialized_start=1673
+  _globals['_CHECKSTATE']._serialized_end=2024
+  _globals['_LISTCHECKSTATESRESPONSE']._serialized_start=2026
+  _globals['_LISTCHECKSTATESRESPONSE']._serialized_end=2127
+  _globals['_LISTSWEEPEXECUTIONSREQUEST']._serialized_start=2129
+  _globals['_LISTSWEEPEXECUTIONSREQUEST']._serialized_end=2249
+  _globals['_SWEEPEXECUTION']._serialized_start=2252
+  _globals['_SWEEPEXECUTION']._serialized_end=2648
+  _globals['_LISTSWEEPEXECUTIONSRESPONSE']._serialized_start=2650
+  _globals['_LISTSWEEPEXECUTIONSRESPONSE']._serialized_end=2763
+  _globals['_RESULTSERVICE']._serialized_start=2898
+  _globals['_RESULTSERVICE']._serialized_end=3366
 # @@protoc_insertion_point(module_scope)

@@ -5,9 +5,11 @@ isort:skip_file
 
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from serviceradar.edge.v1 import results_pb2 as _results_pb2
 import builtins as _builtins
 import sys
@@ -19,6 +21,30 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _AvailabilityFilter:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _AvailabilityFilterEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AvailabilityFilter.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    AVAILABILITY_FILTER_UNSPECIFIED: _AvailabilityFilter.ValueType  # 0
+    """No filter."""
+    AVAILABILITY_FILTER_AVAILABLE: _AvailabilityFilter.ValueType  # 1
+    """Only available ones."""
+    AVAILABILITY_FILTER_UNAVAILABLE: _AvailabilityFilter.ValueType  # 2
+    """Only unavailable ones."""
+
+class AvailabilityFilter(_AvailabilityFilter, metaclass=_AvailabilityFilterEnumTypeWrapper):
+    """AvailabilityFilter selects hosts or checks by availability."""
+
+AVAILABILITY_FILTER_UNSPECIFIED: AvailabilityFilter.ValueType  # 0
+"""No filter."""
+AVAILABILITY_FILTER_AVAILABLE: AvailabilityFilter.ValueType  # 1
+"""Only available ones."""
+AVAILABILITY_FILTER_UNAVAILABLE: AvailabilityFilter.ValueType  # 2
+"""Only unavailable ones."""
+Global___AvailabilityFilter: _TypeAlias = AvailabilityFilter  # noqa: Y015
 
 @_typing.final
 class ListResultsRequest(_message.Message):
@@ -34,6 +60,7 @@ class ListResultsRequest(_message.Message):
     UNTIL_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    CHECK_NAME_FIELD_NUMBER: _builtins.int
     result_type: _results_pb2.ResultType.ValueType
     """Kind of results to list; required."""
     tenant: _builtins.str
@@ -46,6 +73,8 @@ class ListResultsRequest(_message.Message):
     """Maximum results per page, 1-1000; 0 means 100."""
     page_token: _builtins.str
     """Token from a previous response's next_page_token."""
+    check_name: _builtins.str
+    """Only service check results of the check with this name (a check's history); service checks only."""
     @_builtins.property
     def since(self) -> _timestamp_pb2.Timestamp:
         """Only results observed at or after this time."""
@@ -65,10 +94,11 @@ class ListResultsRequest(_message.Message):
         until: _timestamp_pb2.Timestamp | None = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        check_name: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["since", b"since", "until", b"until"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "partition", b"partition", "poller_id", b"poller_id", "result_type", b"result_type", "since", b"since", "tenant", b"tenant", "until", b"until"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["check_name", b"check_name", "page_size", b"page_size", "page_token", b"page_token", "partition", b"partition", "poller_id", b"poller_id", "result_type", b"result_type", "since", b"since", "tenant", b"tenant", "until", b"until"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -169,3 +199,439 @@ class ListResultsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListResultsResponse: _TypeAlias = ListResultsResponse  # noqa: Y015
+
+@_typing.final
+class ListHostStatesRequest(_message.Message):
+    """ListHostStatesRequest filters and pages the latest host states."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_FIELD_NUMBER: _builtins.int
+    PARTITION_FIELD_NUMBER: _builtins.int
+    AVAILABILITY_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    tenant: _builtins.str
+    """Only this tenant's hosts; empty means the caller's tenant ("default" for a platform admin)."""
+    partition: _builtins.str
+    """Only hosts of this partition; empty means all."""
+    availability: Global___AvailabilityFilter.ValueType
+    """Only available hosts (AVAILABILITY_FILTER_AVAILABLE) or unavailable ones; unspecified means all."""
+    page_size: _builtins.int
+    """Maximum hosts per page, 1-1000; 0 means 100."""
+    page_token: _builtins.str
+    """Token from a previous response's next_page_token."""
+    def __init__(
+        self,
+        *,
+        tenant: _builtins.str = ...,
+        partition: _builtins.str = ...,
+        availability: Global___AvailabilityFilter.ValueType = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["availability", b"availability", "page_size", b"page_size", "page_token", b"page_token", "partition", b"partition", "tenant", b"tenant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListHostStatesRequest: _TypeAlias = ListHostStatesRequest  # noqa: Y015
+
+@_typing.final
+class HostState(_message.Message):
+    """HostState is what the latest results say about one host of a partition."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_FIELD_NUMBER: _builtins.int
+    PARTITION_FIELD_NUMBER: _builtins.int
+    IP_FIELD_NUMBER: _builtins.int
+    MAC_FIELD_NUMBER: _builtins.int
+    HOSTNAME_FIELD_NUMBER: _builtins.int
+    AVAILABLE_FIELD_NUMBER: _builtins.int
+    RESPONSE_TIME_FIELD_NUMBER: _builtins.int
+    ICMP_RTT_FIELD_NUMBER: _builtins.int
+    ICMP_PACKET_LOSS_FIELD_NUMBER: _builtins.int
+    OPEN_PORTS_FIELD_NUMBER: _builtins.int
+    PORTS_TRUNCATED_FIELD_NUMBER: _builtins.int
+    POLLER_ID_FIELD_NUMBER: _builtins.int
+    EXECUTION_ID_FIELD_NUMBER: _builtins.int
+    OBSERVED_AT_FIELD_NUMBER: _builtins.int
+    tenant: _builtins.str
+    """Tenant the host belongs to."""
+    partition: _builtins.str
+    """Partition the address is meaningful in."""
+    ip: _builtins.str
+    """IP address, canonical text form."""
+    mac: _builtins.str
+    """Last MAC address seen, if any."""
+    hostname: _builtins.str
+    """Last host name seen, if any."""
+    available: _builtins.bool
+    """Whether the host answered its latest sweep; false too when a completed sweep of its scope missed it."""
+    icmp_packet_loss: _builtins.float
+    """ICMP packet loss of the latest result, 0 to 1."""
+    ports_truncated: _builtins.bool
+    """True when the host had more open ports than are kept (the lowest are kept)."""
+    poller_id: _builtins.str
+    """Poller that reported the latest result."""
+    execution_id: _builtins.str
+    """Sweep execution of the latest result, if any."""
+    @_builtins.property
+    def response_time(self) -> _duration_pb2.Duration:
+        """Fastest TCP connect among its open ports in the latest result; unset when none was measured."""
+
+    @_builtins.property
+    def icmp_rtt(self) -> _duration_pb2.Duration:
+        """ICMP round-trip time of the latest result; unset when ICMP got no answer."""
+
+    @_builtins.property
+    def open_ports(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Open TCP ports, ascending; at most the server's max_open_ports_per_host."""
+
+    @_builtins.property
+    def observed_at(self) -> _timestamp_pb2.Timestamp:
+        """When the latest result was observed."""
+
+    def __init__(
+        self,
+        *,
+        tenant: _builtins.str = ...,
+        partition: _builtins.str = ...,
+        ip: _builtins.str = ...,
+        mac: _builtins.str = ...,
+        hostname: _builtins.str = ...,
+        available: _builtins.bool = ...,
+        response_time: _duration_pb2.Duration | None = ...,
+        icmp_rtt: _duration_pb2.Duration | None = ...,
+        icmp_packet_loss: _builtins.float = ...,
+        open_ports: _abc.Iterable[_builtins.int] | None = ...,
+        ports_truncated: _builtins.bool = ...,
+        poller_id: _builtins.str = ...,
+        execution_id: _builtins.str = ...,
+        observed_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["icmp_rtt", b"icmp_rtt", "observed_at", b"observed_at", "response_time", b"response_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["available", b"available", "execution_id", b"execution_id", "hostname", b"hostname", "icmp_packet_loss", b"icmp_packet_loss", "icmp_rtt", b"icmp_rtt", "ip", b"ip", "mac", b"mac", "observed_at", b"observed_at", "open_ports", b"open_ports", "partition", b"partition", "poller_id", b"poller_id", "ports_truncated", b"ports_truncated", "response_time", b"response_time", "tenant", b"tenant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HostState: _TypeAlias = HostState  # noqa: Y015
+
+@_typing.final
+class ListHostStatesResponse(_message.Message):
+    """ListHostStatesResponse is one page of host states, ordered by partition and IP address text."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOSTS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty on the last page."""
+    @_builtins.property
+    def hosts(self) -> _containers.RepeatedCompositeFieldContainer[Global___HostState]:
+        """The hosts on this page."""
+
+    def __init__(
+        self,
+        *,
+        hosts: _abc.Iterable[Global___HostState] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["hosts", b"hosts", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListHostStatesResponse: _TypeAlias = ListHostStatesResponse  # noqa: Y015
+
+@_typing.final
+class ListCheckStatesRequest(_message.Message):
+    """ListCheckStatesRequest filters and pages service check states."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_FIELD_NUMBER: _builtins.int
+    POLLER_ID_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    tenant: _builtins.str
+    """Only this tenant's checks; empty means the caller's tenant ("default" for a platform admin)."""
+    poller_id: _builtins.str
+    """Only checks run by this poller (or its agents); empty means all."""
+    state: _builtins.str
+    """Only checks in this checker state: active, failing, paused or disabled; empty means all."""
+    page_size: _builtins.int
+    """Maximum checks per page, 1-1000; 0 means 100."""
+    page_token: _builtins.str
+    """Token from a previous response's next_page_token."""
+    def __init__(
+        self,
+        *,
+        tenant: _builtins.str = ...,
+        poller_id: _builtins.str = ...,
+        state: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "poller_id", b"poller_id", "state", b"state", "tenant", b"tenant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListCheckStatesRequest: _TypeAlias = ListCheckStatesRequest  # noqa: Y015
+
+@_typing.final
+class CheckState(_message.Message):
+    """CheckState is a service check's checker state and its latest result."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_FIELD_NUMBER: _builtins.int
+    POLLER_ID_FIELD_NUMBER: _builtins.int
+    AGENT_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    CHECK_ID_FIELD_NUMBER: _builtins.int
+    CHECK_TYPE_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    CONSECUTIVE_FAILURES_FIELD_NUMBER: _builtins.int
+    STATE_CHANGED_AT_FIELD_NUMBER: _builtins.int
+    AVAILABLE_FIELD_NUMBER: _builtins.int
+    RESPONSE_TIME_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    OBSERVED_AT_FIELD_NUMBER: _builtins.int
+    tenant: _builtins.str
+    """Tenant the check belongs to."""
+    poller_id: _builtins.str
+    """Poller that reported it."""
+    agent_id: _builtins.str
+    """Agent that ran it; empty when the poller did."""
+    name: _builtins.str
+    """Check name as configured."""
+    check_id: _builtins.str
+    """Check id from the configuration, if any."""
+    check_type: _builtins.str
+    """Check type, e.g. "tcp"."""
+    state: _builtins.str
+    """Checker state: "active", "failing", "paused" or "disabled"."""
+    consecutive_failures: _builtins.int
+    """Failed results in a row, up to the latest."""
+    available: _builtins.bool
+    """Whether the latest result passed."""
+    message: _builtins.str
+    """Detail of the latest result."""
+    @_builtins.property
+    def state_changed_at(self) -> _timestamp_pb2.Timestamp:
+        """When the checker entered its state (first seen for a check that never changed)."""
+
+    @_builtins.property
+    def response_time(self) -> _duration_pb2.Duration:
+        """How long the latest run took; unset when not reported."""
+
+    @_builtins.property
+    def observed_at(self) -> _timestamp_pb2.Timestamp:
+        """When the latest result was observed."""
+
+    def __init__(
+        self,
+        *,
+        tenant: _builtins.str = ...,
+        poller_id: _builtins.str = ...,
+        agent_id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        check_id: _builtins.str = ...,
+        check_type: _builtins.str = ...,
+        state: _builtins.str = ...,
+        consecutive_failures: _builtins.int = ...,
+        state_changed_at: _timestamp_pb2.Timestamp | None = ...,
+        available: _builtins.bool = ...,
+        response_time: _duration_pb2.Duration | None = ...,
+        message: _builtins.str = ...,
+        observed_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["observed_at", b"observed_at", "response_time", b"response_time", "state_changed_at", b"state_changed_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "available", b"available", "check_id", b"check_id", "check_type", b"check_type", "consecutive_failures", b"consecutive_failures", "message", b"message", "name", b"name", "observed_at", b"observed_at", "poller_id", b"poller_id", "response_time", b"response_time", "state", b"state", "state_changed_at", b"state_changed_at", "tenant", b"tenant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CheckState: _TypeAlias = CheckState  # noqa: Y015
+
+@_typing.final
+class ListCheckStatesResponse(_message.Message):
+    """ListCheckStatesResponse is one page of check states, ordered by poller, agent and name."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHECKS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty on the last page."""
+    @_builtins.property
+    def checks(self) -> _containers.RepeatedCompositeFieldContainer[Global___CheckState]:
+        """The checks on this page."""
+
+    def __init__(
+        self,
+        *,
+        checks: _abc.Iterable[Global___CheckState] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checks", b"checks", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListCheckStatesResponse: _TypeAlias = ListCheckStatesResponse  # noqa: Y015
+
+@_typing.final
+class ListSweepExecutionsRequest(_message.Message):
+    """ListSweepExecutionsRequest filters and pages sweep executions."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_FIELD_NUMBER: _builtins.int
+    PARTITION_FIELD_NUMBER: _builtins.int
+    SWEEP_ID_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    tenant: _builtins.str
+    """Only this tenant's executions; empty means the caller's tenant ("default" for a platform admin)."""
+    partition: _builtins.str
+    """Only executions of this partition; empty means all."""
+    sweep_id: _builtins.str
+    """Only executions of this sweep id; empty means all."""
+    page_size: _builtins.int
+    """Maximum executions per page, 1-1000; 0 means 100."""
+    page_token: _builtins.str
+    """Token from a previous response's next_page_token."""
+    def __init__(
+        self,
+        *,
+        tenant: _builtins.str = ...,
+        partition: _builtins.str = ...,
+        sweep_id: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "partition", b"partition", "sweep_id", b"sweep_id", "tenant", b"tenant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSweepExecutionsRequest: _TypeAlias = ListSweepExecutionsRequest  # noqa: Y015
+
+@_typing.final
+class SweepExecution(_message.Message):
+    """SweepExecution is one run of a sweep and, once it ended and was processed, its totals."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_FIELD_NUMBER: _builtins.int
+    POLLER_ID_FIELD_NUMBER: _builtins.int
+    EXECUTION_ID_FIELD_NUMBER: _builtins.int
+    PARTITION_FIELD_NUMBER: _builtins.int
+    SWEEP_ID_FIELD_NUMBER: _builtins.int
+    TARGET_NETWORK_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    STARTED_AT_FIELD_NUMBER: _builtins.int
+    COMPLETED_AT_FIELD_NUMBER: _builtins.int
+    CLOSED_AT_FIELD_NUMBER: _builtins.int
+    HOSTS_TOTAL_FIELD_NUMBER: _builtins.int
+    HOSTS_AVAILABLE_FIELD_NUMBER: _builtins.int
+    HOSTS_UNAVAILABLE_FIELD_NUMBER: _builtins.int
+    HOSTS_MARKED_UNSEEN_FIELD_NUMBER: _builtins.int
+    tenant: _builtins.str
+    """Tenant of the poller that ran it."""
+    poller_id: _builtins.str
+    """Poller that ran it."""
+    execution_id: _builtins.str
+    """Execution id chosen by the poller."""
+    partition: _builtins.str
+    """Partition swept."""
+    sweep_id: _builtins.str
+    """Sweep group id."""
+    target_network: _builtins.str
+    """Network swept, as the poller sent it."""
+    state: _builtins.str
+    """"running", "completed", "failed" or "cancelled"."""
+    hosts_total: _builtins.int
+    """Distinct hosts it reported."""
+    hosts_available: _builtins.int
+    """Of those, hosts that answered."""
+    hosts_unavailable: _builtins.int
+    """Of those, hosts that did not answer."""
+    hosts_marked_unseen: _builtins.int
+    """Hosts of its scope it did not report, marked unavailable (completed executions only)."""
+    @_builtins.property
+    def started_at(self) -> _timestamp_pb2.Timestamp:
+        """When its first batch was opened."""
+
+    @_builtins.property
+    def completed_at(self) -> _timestamp_pb2.Timestamp:
+        """When its final chunk was committed; unset while running."""
+
+    @_builtins.property
+    def closed_at(self) -> _timestamp_pb2.Timestamp:
+        """When its totals were computed; unset until then (the fields below are meaningful only once set)."""
+
+    def __init__(
+        self,
+        *,
+        tenant: _builtins.str = ...,
+        poller_id: _builtins.str = ...,
+        execution_id: _builtins.str = ...,
+        partition: _builtins.str = ...,
+        sweep_id: _builtins.str = ...,
+        target_network: _builtins.str = ...,
+        state: _builtins.str = ...,
+        started_at: _timestamp_pb2.Timestamp | None = ...,
+        completed_at: _timestamp_pb2.Timestamp | None = ...,
+        closed_at: _timestamp_pb2.Timestamp | None = ...,
+        hosts_total: _builtins.int = ...,
+        hosts_available: _builtins.int = ...,
+        hosts_unavailable: _builtins.int = ...,
+        hosts_marked_unseen: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["closed_at", b"closed_at", "completed_at", b"completed_at", "started_at", b"started_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["closed_at", b"closed_at", "completed_at", b"completed_at", "execution_id", b"execution_id", "hosts_available", b"hosts_available", "hosts_marked_unseen", b"hosts_marked_unseen", "hosts_total", b"hosts_total", "hosts_unavailable", b"hosts_unavailable", "partition", b"partition", "poller_id", b"poller_id", "started_at", b"started_at", "state", b"state", "sweep_id", b"sweep_id", "target_network", b"target_network", "tenant", b"tenant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SweepExecution: _TypeAlias = SweepExecution  # noqa: Y015
+
+@_typing.final
+class ListSweepExecutionsResponse(_message.Message):
+    """ListSweepExecutionsResponse is one page of executions, newest first."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXECUTIONS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty on the last page."""
+    @_builtins.property
+    def executions(self) -> _containers.RepeatedCompositeFieldContainer[Global___SweepExecution]:
+        """The executions on this page."""
+
+    def __init__(
+        self,
+        *,
+        executions: _abc.Iterable[Global___SweepExecution] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["executions", b"executions", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSweepExecutionsResponse: _TypeAlias = ListSweepExecutionsResponse  # noqa: Y015

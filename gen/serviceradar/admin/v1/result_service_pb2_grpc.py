@@ -26,7 +26,7 @@ if _version_not_supported:
 
 
 class ResultServiceStub:
-    """ResultService reads stored results (raw rows, newest first).
+    """ResultService reads stored results (raw rows, newest first) and the state processed from them.
     """
 
     def __init__(self, channel):
@@ -40,14 +40,50 @@ class ResultServiceStub:
                 request_serializer=serviceradar_dot_admin_dot_v1_dot_result__service__pb2.ListResultsRequest.SerializeToString,
                 response_deserializer=serviceradar_dot_admin_dot_v1_dot_result__service__pb2.ListResultsResponse.FromString,
                 _registered_method=True)
+        self.ListHostStates = channel.unary_unary(
+                '/serviceradar.admin.v1.ResultService/ListHostStates',
+                request_serializer=serviceradar_dot_admin_dot_v1_dot_result__service__pb2.ListHostStatesRequest.SerializeToString,
+                response_deserializer=serviceradar_dot_admin_dot_v1_dot_result__service__pb2.ListHostStatesResponse.FromString,
+                _registered_method=True)
+        self.ListCheckStates = channel.unary_unary(
+                '/serviceradar.admin.v1.ResultService/ListCheckStates',
+                request_serializer=serviceradar_dot_admin_dot_v1_dot_result__service__pb2.ListCheckStatesRequest.SerializeToString,
+                response_deserializer=serviceradar_dot_admin_dot_v1_dot_result__service__pb2.ListCheckStatesResponse.FromString,
+                _registered_method=True)
+        self.ListSweepExecutions = channel.unary_unary(
+                '/serviceradar.admin.v1.ResultService/ListSweepExecutions',
+                request_serializer=serviceradar_dot_admin_dot_v1_dot_result__service__pb2.ListSweepExecutionsRequest.SerializeToString,
+                response_deserializer=serviceradar_dot_admin_dot_v1_dot_result__service__pb2.ListSweepExecutionsResponse.FromString,
+                _registered_method=True)
 
 
 class ResultServiceServicer:
-    """ResultService reads stored results (raw rows, newest first).
+    """ResultService reads stored results (raw rows, newest first) and the state processed from them.
     """
 
     def ListResults(self, request, context):
         """ListResults lists results of one type, filtered by tenant, partition, poller and time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListHostStates(self, request, context):
+        """ListHostStates lists the latest state of swept hosts, by partition and IP address.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListCheckStates(self, request, context):
+        """ListCheckStates lists service checks with their checker state and latest result.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSweepExecutions(self, request, context):
+        """ListSweepExecutions lists sweep executions, newest first, with their totals once closed.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -61,6 +97,21 @@ def add_ResultServiceServicer_to_server(servicer, server):
                     request_deserializer=serviceradar_dot_admin_dot_v1_dot_result__service__pb2.ListResultsRequest.FromString,
                     response_serializer=serviceradar_dot_admin_dot_v1_dot_result__service__pb2.ListResultsResponse.SerializeToString,
             ),
+            'ListHostStates': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListHostStates,
+                    request_deserializer=serviceradar_dot_admin_dot_v1_dot_result__service__pb2.ListHostStatesRequest.FromString,
+                    response_serializer=serviceradar_dot_admin_dot_v1_dot_result__service__pb2.ListHostStatesResponse.SerializeToString,
+            ),
+            'ListCheckStates': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListCheckStates,
+                    request_deserializer=serviceradar_dot_admin_dot_v1_dot_result__service__pb2.ListCheckStatesRequest.FromString,
+                    response_serializer=serviceradar_dot_admin_dot_v1_dot_result__service__pb2.ListCheckStatesResponse.SerializeToString,
+            ),
+            'ListSweepExecutions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSweepExecutions,
+                    request_deserializer=serviceradar_dot_admin_dot_v1_dot_result__service__pb2.ListSweepExecutionsRequest.FromString,
+                    response_serializer=serviceradar_dot_admin_dot_v1_dot_result__service__pb2.ListSweepExecutionsResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'serviceradar.admin.v1.ResultService', rpc_method_handlers)
@@ -70,7 +121,7 @@ def add_ResultServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class ResultService:
-    """ResultService reads stored results (raw rows, newest first).
+    """ResultService reads stored results (raw rows, newest first) and the state processed from them.
     """
 
     @staticmethod
@@ -90,6 +141,87 @@ class ResultService:
             '/serviceradar.admin.v1.ResultService/ListResults',
             serviceradar_dot_admin_dot_v1_dot_result__service__pb2.ListResultsRequest.SerializeToString,
             serviceradar_dot_admin_dot_v1_dot_result__service__pb2.ListResultsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListHostStates(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/serviceradar.admin.v1.ResultService/ListHostStates',
+            serviceradar_dot_admin_dot_v1_dot_result__service__pb2.ListHostStatesRequest.SerializeToString,
+            serviceradar_dot_admin_dot_v1_dot_result__service__pb2.ListHostStatesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListCheckStates(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/serviceradar.admin.v1.ResultService/ListCheckStates',
+            serviceradar_dot_admin_dot_v1_dot_result__service__pb2.ListCheckStatesRequest.SerializeToString,
+            serviceradar_dot_admin_dot_v1_dot_result__service__pb2.ListCheckStatesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSweepExecutions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/serviceradar.admin.v1.ResultService/ListSweepExecutions',
+            serviceradar_dot_admin_dot_v1_dot_result__service__pb2.ListSweepExecutionsRequest.SerializeToString,
+            serviceradar_dot_admin_dot_v1_dot_result__service__pb2.ListSweepExecutionsResponse.FromString,
             options,
             channel_credentials,
             insecure,

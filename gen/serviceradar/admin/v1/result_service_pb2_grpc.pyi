@@ -27,7 +27,7 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class ResultServiceStub:
-    """ResultService reads stored results (raw rows, newest first)."""
+    """ResultService reads stored results (raw rows, newest first) and the state processed from them."""
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
@@ -35,17 +35,29 @@ class ResultServiceStub:
     def __new__(cls, channel: _aio.Channel) -> ResultServiceAsyncStub: ...
     ListResults: _grpc.UnaryUnaryMultiCallable[_result_service_pb2.ListResultsRequest, _result_service_pb2.ListResultsResponse]
     """ListResults lists results of one type, filtered by tenant, partition, poller and time."""
+    ListHostStates: _grpc.UnaryUnaryMultiCallable[_result_service_pb2.ListHostStatesRequest, _result_service_pb2.ListHostStatesResponse]
+    """ListHostStates lists the latest state of swept hosts, by partition and IP address."""
+    ListCheckStates: _grpc.UnaryUnaryMultiCallable[_result_service_pb2.ListCheckStatesRequest, _result_service_pb2.ListCheckStatesResponse]
+    """ListCheckStates lists service checks with their checker state and latest result."""
+    ListSweepExecutions: _grpc.UnaryUnaryMultiCallable[_result_service_pb2.ListSweepExecutionsRequest, _result_service_pb2.ListSweepExecutionsResponse]
+    """ListSweepExecutions lists sweep executions, newest first, with their totals once closed."""
 
 @_typing.type_check_only
 class ResultServiceAsyncStub(ResultServiceStub):
-    """ResultService reads stored results (raw rows, newest first)."""
+    """ResultService reads stored results (raw rows, newest first) and the state processed from them."""
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     ListResults: _aio.UnaryUnaryMultiCallable[_result_service_pb2.ListResultsRequest, _result_service_pb2.ListResultsResponse]  # type: ignore[assignment]
     """ListResults lists results of one type, filtered by tenant, partition, poller and time."""
+    ListHostStates: _aio.UnaryUnaryMultiCallable[_result_service_pb2.ListHostStatesRequest, _result_service_pb2.ListHostStatesResponse]  # type: ignore[assignment]
+    """ListHostStates lists the latest state of swept hosts, by partition and IP address."""
+    ListCheckStates: _aio.UnaryUnaryMultiCallable[_result_service_pb2.ListCheckStatesRequest, _result_service_pb2.ListCheckStatesResponse]  # type: ignore[assignment]
+    """ListCheckStates lists service checks with their checker state and latest result."""
+    ListSweepExecutions: _aio.UnaryUnaryMultiCallable[_result_service_pb2.ListSweepExecutionsRequest, _result_service_pb2.ListSweepExecutionsResponse]  # type: ignore[assignment]
+    """ListSweepExecutions lists sweep executions, newest first, with their totals once closed."""
 
 class ResultServiceServicer(metaclass=_abc_1.ABCMeta):
-    """ResultService reads stored results (raw rows, newest first)."""
+    """ResultService reads stored results (raw rows, newest first) and the state processed from them."""
 
     @_abc_1.abstractmethod
     def ListResults(
@@ -54,5 +66,29 @@ class ResultServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_result_service_pb2.ListResultsResponse, _abc.Awaitable[_result_service_pb2.ListResultsResponse]]:
         """ListResults lists results of one type, filtered by tenant, partition, poller and time."""
+
+    @_abc_1.abstractmethod
+    def ListHostStates(
+        self,
+        request: _result_service_pb2.ListHostStatesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_result_service_pb2.ListHostStatesResponse, _abc.Awaitable[_result_service_pb2.ListHostStatesResponse]]:
+        """ListHostStates lists the latest state of swept hosts, by partition and IP address."""
+
+    @_abc_1.abstractmethod
+    def ListCheckStates(
+        self,
+        request: _result_service_pb2.ListCheckStatesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_result_service_pb2.ListCheckStatesResponse, _abc.Awaitable[_result_service_pb2.ListCheckStatesResponse]]:
+        """ListCheckStates lists service checks with their checker state and latest result."""
+
+    @_abc_1.abstractmethod
+    def ListSweepExecutions(
+        self,
+        request: _result_service_pb2.ListSweepExecutionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_result_service_pb2.ListSweepExecutionsResponse, _abc.Awaitable[_result_service_pb2.ListSweepExecutionsResponse]]:
+        """ListSweepExecutions lists sweep executions, newest first, with their totals once closed."""
 
 def add_ResultServiceServicer_to_server(servicer: ResultServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -75,6 +75,58 @@ OPERATOR_ACTION_MAINTENANCE: OperatorAction.ValueType  # 2
 """Stop all work for maintenance; offline transitions are suppressed meanwhile."""
 Global___OperatorAction: _TypeAlias = OperatorAction  # noqa: Y015
 
+class _TemplateFormat:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _TemplateFormatEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TemplateFormat.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    TEMPLATE_FORMAT_UNSPECIFIED: _TemplateFormat.ValueType  # 0
+    """Not set: invalid in a request."""
+    TEMPLATE_FORMAT_JSON: _TemplateFormat.ValueType  # 1
+    """JSON; the top level must be an object."""
+    TEMPLATE_FORMAT_TOML: _TemplateFormat.ValueType  # 2
+    """TOML 1.0."""
+
+class TemplateFormat(_TemplateFormat, metaclass=_TemplateFormatEnumTypeWrapper):
+    """TemplateFormat is how a checker template body is written."""
+
+TEMPLATE_FORMAT_UNSPECIFIED: TemplateFormat.ValueType  # 0
+"""Not set: invalid in a request."""
+TEMPLATE_FORMAT_JSON: TemplateFormat.ValueType  # 1
+"""JSON; the top level must be an object."""
+TEMPLATE_FORMAT_TOML: TemplateFormat.ValueType  # 2
+"""TOML 1.0."""
+Global___TemplateFormat: _TypeAlias = TemplateFormat  # noqa: Y015
+
+class _TemplateOutcome:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _TemplateOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TemplateOutcome.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    TEMPLATE_OUTCOME_UNSPECIFIED: _TemplateOutcome.ValueType  # 0
+    """Not set."""
+    TEMPLATE_OUTCOME_CREATED: _TemplateOutcome.ValueType  # 1
+    """A new version was stored (the first, or a changed edge default)."""
+    TEMPLATE_OUTCOME_UNCHANGED: _TemplateOutcome.ValueType  # 2
+    """The latest version already has this body."""
+    TEMPLATE_OUTCOME_OPERATOR_KEPT: _TemplateOutcome.ValueType  # 3
+    """An operator registered the latest version; the default was not applied."""
+
+class TemplateOutcome(_TemplateOutcome, metaclass=_TemplateOutcomeEnumTypeWrapper):
+    """TemplateOutcome is what registering one default did."""
+
+TEMPLATE_OUTCOME_UNSPECIFIED: TemplateOutcome.ValueType  # 0
+"""Not set."""
+TEMPLATE_OUTCOME_CREATED: TemplateOutcome.ValueType  # 1
+"""A new version was stored (the first, or a changed edge default)."""
+TEMPLATE_OUTCOME_UNCHANGED: TemplateOutcome.ValueType  # 2
+"""The latest version already has this body."""
+TEMPLATE_OUTCOME_OPERATOR_KEPT: TemplateOutcome.ValueType  # 3
+"""An operator registered the latest version; the default was not applied."""
+Global___TemplateOutcome: _TypeAlias = TemplateOutcome  # noqa: Y015
+
 @_typing.final
 class AgentInfo(_message.Message):
     """AgentInfo describes one agent behind a poller, as the poller sees it."""
@@ -602,3 +654,119 @@ class SyncConfigResponse(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
 
 Global___SyncConfigResponse: _TypeAlias = SyncConfigResponse  # noqa: Y015
+
+@_typing.final
+class TemplateDefault(_message.Message):
+    """TemplateDefault is one default checker template an edge ships with."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    CHECKER_TYPE_FIELD_NUMBER: _builtins.int
+    FORMAT_FIELD_NUMBER: _builtins.int
+    BODY_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Template name, 1-128 characters of [A-Za-z0-9._:/-]."""
+    checker_type: _builtins.str
+    """Checker type the body configures, lower case, e.g. "snmp"."""
+    format: Global___TemplateFormat.ValueType
+    """How the body is written."""
+    body: _builtins.str
+    """The body (JSON object or TOML document)."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        checker_type: _builtins.str = ...,
+        format: Global___TemplateFormat.ValueType = ...,
+        body: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "checker_type", b"checker_type", "format", b"format", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TemplateDefault: _TypeAlias = TemplateDefault  # noqa: Y015
+
+@_typing.final
+class RegisterTemplatesRequest(_message.Message):
+    """RegisterTemplatesRequest carries the edge's default templates."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POLLER_ID_FIELD_NUMBER: _builtins.int
+    TEMPLATES_FIELD_NUMBER: _builtins.int
+    poller_id: _builtins.str
+    """Poller id. Must equal the poller in the client certificate."""
+    @_builtins.property
+    def templates(self) -> _containers.RepeatedCompositeFieldContainer[Global___TemplateDefault]:
+        """The defaults, at most 100, names unique."""
+
+    def __init__(
+        self,
+        *,
+        poller_id: _builtins.str = ...,
+        templates: _abc.Iterable[Global___TemplateDefault] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["poller_id", b"poller_id", "templates", b"templates"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RegisterTemplatesRequest: _TypeAlias = RegisterTemplatesRequest  # noqa: Y015
+
+@_typing.final
+class TemplateRegistration(_message.Message):
+    """TemplateRegistration is the result for one default, in request order."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Template name."""
+    outcome: Global___TemplateOutcome.ValueType
+    """What happened."""
+    version: _builtins.int
+    """The latest version of the template after the call."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        outcome: Global___TemplateOutcome.ValueType = ...,
+        version: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "outcome", b"outcome", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TemplateRegistration: _TypeAlias = TemplateRegistration  # noqa: Y015
+
+@_typing.final
+class RegisterTemplatesResponse(_message.Message):
+    """RegisterTemplatesResponse reports each default's outcome."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TEMPLATES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def templates(self) -> _containers.RepeatedCompositeFieldContainer[Global___TemplateRegistration]:
+        """One entry per template of the request, in the same order."""
+
+    def __init__(
+        self,
+        *,
+        templates: _abc.Iterable[Global___TemplateRegistration] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["templates", b"templates"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RegisterTemplatesResponse: _TypeAlias = RegisterTemplatesResponse  # noqa: Y015

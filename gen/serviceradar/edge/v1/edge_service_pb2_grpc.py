@@ -58,6 +58,11 @@ class EdgeServiceStub:
                 request_serializer=serviceradar_dot_edge_dot_v1_dot_edge__service__pb2.SyncConfigRequest.SerializeToString,
                 response_deserializer=serviceradar_dot_edge_dot_v1_dot_edge__service__pb2.SyncConfigResponse.FromString,
                 _registered_method=True)
+        self.RegisterTemplates = channel.unary_unary(
+                '/serviceradar.edge.v1.EdgeService/RegisterTemplates',
+                request_serializer=serviceradar_dot_edge_dot_v1_dot_edge__service__pb2.RegisterTemplatesRequest.SerializeToString,
+                response_deserializer=serviceradar_dot_edge_dot_v1_dot_edge__service__pb2.RegisterTemplatesResponse.FromString,
+                _registered_method=True)
 
 
 class EdgeServiceServicer:
@@ -103,6 +108,15 @@ class EdgeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RegisterTemplates(self, request, context):
+        """RegisterTemplates registers the edge's default checker templates, typically at start.
+        All or nothing: one invalid template is INVALID_ARGUMENT naming it and nothing is stored.
+        A default never replaces a version an operator registered (see docs/templates.md).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EdgeServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -125,6 +139,11 @@ def add_EdgeServiceServicer_to_server(servicer, server):
                     servicer.SyncConfig,
                     request_deserializer=serviceradar_dot_edge_dot_v1_dot_edge__service__pb2.SyncConfigRequest.FromString,
                     response_serializer=serviceradar_dot_edge_dot_v1_dot_edge__service__pb2.SyncConfigResponse.SerializeToString,
+            ),
+            'RegisterTemplates': grpc.unary_unary_rpc_method_handler(
+                    servicer.RegisterTemplates,
+                    request_deserializer=serviceradar_dot_edge_dot_v1_dot_edge__service__pb2.RegisterTemplatesRequest.FromString,
+                    response_serializer=serviceradar_dot_edge_dot_v1_dot_edge__service__pb2.RegisterTemplatesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -239,6 +258,33 @@ class EdgeService:
             '/serviceradar.edge.v1.EdgeService/SyncConfig',
             serviceradar_dot_edge_dot_v1_dot_edge__service__pb2.SyncConfigRequest.SerializeToString,
             serviceradar_dot_edge_dot_v1_dot_edge__service__pb2.SyncConfigResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RegisterTemplates(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/serviceradar.edge.v1.EdgeService/RegisterTemplates',
+            serviceradar_dot_edge_dot_v1_dot_edge__service__pb2.RegisterTemplatesRequest.SerializeToString,
+            serviceradar_dot_edge_dot_v1_dot_edge__service__pb2.RegisterTemplatesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -57,6 +57,11 @@ class EdgeServiceStub:
     not_modified when the client already holds that version), then a new snapshot each time
     it changes, with keepalives in between.
     """
+    RegisterTemplates: _grpc.UnaryUnaryMultiCallable[_edge_service_pb2.RegisterTemplatesRequest, _edge_service_pb2.RegisterTemplatesResponse]
+    """RegisterTemplates registers the edge's default checker templates, typically at start.
+    All or nothing: one invalid template is INVALID_ARGUMENT naming it and nothing is stored.
+    A default never replaces a version an operator registered (see docs/templates.md).
+    """
 
 @_typing.type_check_only
 class EdgeServiceAsyncStub(EdgeServiceStub):
@@ -86,6 +91,11 @@ class EdgeServiceAsyncStub(EdgeServiceStub):
     """SyncConfig streams the poller's configuration: the current snapshot first (or
     not_modified when the client already holds that version), then a new snapshot each time
     it changes, with keepalives in between.
+    """
+    RegisterTemplates: _aio.UnaryUnaryMultiCallable[_edge_service_pb2.RegisterTemplatesRequest, _edge_service_pb2.RegisterTemplatesResponse]  # type: ignore[assignment]
+    """RegisterTemplates registers the edge's default checker templates, typically at start.
+    All or nothing: one invalid template is INVALID_ARGUMENT naming it and nothing is stored.
+    A default never replaces a version an operator registered (see docs/templates.md).
     """
 
 class EdgeServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -137,6 +147,17 @@ class EdgeServiceServicer(metaclass=_abc_1.ABCMeta):
         """SyncConfig streams the poller's configuration: the current snapshot first (or
         not_modified when the client already holds that version), then a new snapshot each time
         it changes, with keepalives in between.
+        """
+
+    @_abc_1.abstractmethod
+    def RegisterTemplates(
+        self,
+        request: _edge_service_pb2.RegisterTemplatesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_edge_service_pb2.RegisterTemplatesResponse, _abc.Awaitable[_edge_service_pb2.RegisterTemplatesResponse]]:
+        """RegisterTemplates registers the edge's default checker templates, typically at start.
+        All or nothing: one invalid template is INVALID_ARGUMENT naming it and nothing is stored.
+        A default never replaces a version an operator registered (see docs/templates.md).
         """
 
 def add_EdgeServiceServicer_to_server(servicer: EdgeServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,143 @@
+"""Tenant fairness benchmark: a one-stream tenant beside a twenty-stream flood.
+
+    python -m bench.fairness [--results 200000] [--per-chunk 500] [--store postgres|sqlite]
+
+One `srcore serve`, one run, the same generated data:
+  1. tenant B (`default`) alone: one stream of --results results; its results/s;
+  2. tenant A (`flood`) opens 20 streams and keeps them busy, and B sends the same again;
+     B's results/s under the flood, and what A got meanwhile.
+Prints B's contended/solo ratio (the ingest issue asks for at least 0.5). Each tenant runs in
+its own load-generator process, with its own edge certificate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import grpc
+import psycopg
+
+from bench.common import free_port, start_core
+from bench.ingest import create_database, drop_database, run_client
+from serviceradar.admin.v1 import tenant_service_pb2 as tenant_pb
+from serviceradar.admin.v1 import tenant_service_pb2_grpc as tenant_grpc
+from srcore.security.pki import ensure_dev_pki, issue_edge_certificate, load_or_create_ca
+
+FLOOD_TENANT = "flood"
+FLOOD_STREAMS = 20
+
+
+def create_tenant(address: str, pki: Path, name: str) -> None:
+    """Create `name` through TenantService as the dev PKI's platform operator."""
+    credentials = grpc.ssl_channel_credentials(
+        (pki / "ca.pem").read_bytes(),
+        (pki / "operator-key.pem").read_bytes(),
+        (pki / "operator.pem").read_bytes(),
+    )
+    with grpc.secure_channel(address, credentials) as channel:
+        tenant_grpc.TenantServiceStub(channel).CreateTenant(
+            tenant_pb.CreateTenantRequest(name=name), timeout=30
+        )
+
+
+def flood_certificate(pki: Path) -> tuple[Path, Path]:
+    """An edge certificate for a poller of the flood tenant."""
+    ca = load_or_create_ca(pki, "unused: the CA exists")
+    issued = issue_edge_certificate(ca, "serviceradar", FLOOD_TENANT, "flood-poller")
+    cert, key = pki / "edge-flood.pem", pki / "edge-flood-key.pem"
+    cert.write_bytes(issued.cert_pem)
+    key.write_bytes(issued.key_pem)
+    return cert, key
+
+
+def start_flood(
+    address: str, pki: Path, cert: Path, key: Path, per_chunk: int, results: int
+) -> subprocess.Popen[str]:
+    """Tenant A's load generator, in the background."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "bench.ingest_client", "--address", address, "--pki", str(pki),
+         "--streams", str(FLOOD_STREAMS), "--per-chunk", str(per_chunk), "--results", str(results),
+         "--cert", str(cert), "--key", str(key)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def flood_rows(url: str, data: Path) -> int:
+    """Results tenant A has stored so far."""
+    if url:
+        with psycopg.connect(url) as conn:
+            row = conn.execute("SELECT count(*) FROM sweep_host_results WHERE tenant = %s", (FLOOD_TENANT,))
+            found = row.fetchone()
+    else:
+        with sqlite3.connect(data / "srcore.db") as lite:
+            found = lite.execute(
+                "SELECT count(*) FROM sweep_host_results WHERE tenant = ?", (FLOOD_TENANT,)
+            ).fetchone()
+    assert found is not None
+    return int(found[0])
+
+
+def main() -> None:
+    """Run both phases and print the figures."""
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--results", type=int, default=200_000, help="tenant B's results per phase")
+    parser.add_argument("--per-chunk", type=int, default=500)
+    parser.add_argument("--store", default="postgres", choices=["postgres", "sqlite"])
+    parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="srcore-fairness-bench-"))
+    url = create_database(args.postgres) if args.store == "postgres" else ""
+    core: subprocess.Popen[bytes] | None = None
+    try:
+        data = work / "data"
+        pki = ensure_dev_pki(data / "pki").directory
+        port = free_port()
+        address = f"127.0.0.1:{port}"
+        core = start_core(data, port, {"SRCORE_DATABASE_URL": url} if url else {})
+        create_tenant(address, pki, FLOOD_TENANT)
+        cert, key = flood_certificate(pki)
+
+        solo = run_client(address, pki, 1, args.per_chunk, args.results)
+        print(f"B alone, 1 stream x {args.per_chunk}/chunk:        {solo['rate']:>10,.0f} results/s")
+
+        # A floods with far more than it can send while B runs, so it is busy throughout.
+        flood = start_flood(address, pki, cert, key, args.per_chunk, args.results * 50)
+        time.sleep(3.0)  # A's 20 streams open and fill their windows first
+        before = flood_rows(url, data)
+        started = time.perf_counter()
+        contended = run_client(address, pki, 1, args.per_chunk, args.results)
+        elapsed = time.perf_counter() - started
+        flood_rate = (flood_rows(url, data) - before) / elapsed
+        still_flooding = flood.poll() is None
+        flood.send_signal(signal.SIGINT)
+        flood.wait(timeout=60)
+        print(f"B beside A's {FLOOD_STREAMS} streams:                {contended['rate']:>10,.0f} results/s")
+        print(f"A meanwhile ({FLOOD_STREAMS} streams):                  {flood_rate:>10,.0f} results/s")
+        ratio = contended["rate"] / solo["rate"]
+        print(f"B kept {ratio:.2f} of its solo throughput (goal >= 0.5)"
+              + ("" if still_flooding else "  [A finished early: rerun with more --results]"))  # fmt: skip
+        print(json.dumps({"solo": solo["rate"], "contended": contended["rate"], "flood": flood_rate,
+                          "ratio": ratio, "load": os.getloadavg()[0]}))  # fmt: skip
+    finally:
+        if core is not None:
+            core.terminate()
+            core.wait(timeout=60)
+        if url:
+            drop_database(args.postgres, url)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

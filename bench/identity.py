@@ -1,0 +1,174 @@
+"""Identity benchmark: ReportResults into PostgreSQL with device identity on versus off.
+
+    python -m bench.identity [--results 200000] [--streams 10] [--per-chunk 500]
+
+In one run, on the same generated data (bench/ingest_client.py's payload pool):
+  (a) identity off: time from the first chunk sent until every chunk is acknowledged;
+  (b) identity on: time until every chunk is acknowledged AND every committed flush is
+      identified (resolved to devices), hence results/s end to end and the ratio (b)/(a);
+  (c) a repeat sweep on a fresh core: the same 64,000 hosts (about a /16) swept twice; for
+      each sweep, the share of results resolved by the known-sweep fast path in PostgreSQL
+      and the identity cache hit rate of the others, from the core's /metrics.
+Each scenario runs `srcore serve` on its own fresh PostgreSQL database.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import psycopg
+
+from bench.common import free_port
+from bench.ingest import create_database, drop_database, run_client
+from bench.ingest_client import POOL
+from srcore.security.pki import ensure_dev_pki
+
+
+def start(data_dir: Path, port: int, metrics_port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """`srcore serve` with /metrics on `metrics_port`, once it serves."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log = (data_dir / "srcore.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "srcore.cli_main", "serve", "--data-dir", str(data_dir),
+         "--listen", f"127.0.0.1:{port}", "--metrics-listen", f"127.0.0.1:{metrics_port}",
+         "--log-level", "warning"],
+        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **env},
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if b"srcore serving on" in (data_dir / "srcore.log").read_bytes():
+            return process
+        if process.poll() is not None:
+            break
+        time.sleep(0.1)
+    process.kill()
+    raise RuntimeError((data_dir / "srcore.log").read_text())
+
+
+def unidentified(url: str) -> int:
+    """Committed flushes not yet resolved to devices."""
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT count(*) FROM ingest_flushes WHERE NOT identified").fetchone()
+    return int(row[0]) if row else 0
+
+
+def wait_identified(url: str) -> None:
+    """Return once every committed flush is identified."""
+    while unidentified(url):
+        time.sleep(0.02)
+
+
+COUNTERS = (
+    "srcore_identity_cache_hits_total",
+    "srcore_identity_cache_misses_total",
+    "srcore_identity_known_total",
+    "srcore_identity_observations_total",
+)
+
+
+def counters(metrics_port: int) -> dict[str, float]:
+    """The core's identity counters so far (cache hits and misses, known-sweep rows, observations)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as answer:
+        text = answer.read().decode()
+    values = dict.fromkeys(COUNTERS, 0.0)
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in values:
+            values[name] = float(value)
+    return values
+
+
+class Core:
+    """A core on a fresh database, for one scenario."""
+
+    def __init__(self, work: Path, pki: Path, admin_url: str, name: str, identity: bool) -> None:
+        self.url = create_database(admin_url)
+        self.identity = identity
+        self.admin_url = admin_url
+        self.data = work / name
+        self.data.mkdir()
+        shutil.copytree(pki, self.data / "pki")
+        self.port = free_port()
+        self.metrics_port = free_port()
+        env = {"SRCORE_DATABASE_URL": self.url, "SRCORE_IDENTITY_ENABLED": "true" if identity else "false"}
+        self.process = start(self.data, self.port, self.metrics_port, env)
+
+    def push(self, streams: int, per_chunk: int, results: int) -> dict[str, float]:
+        """Run the load generator; adds `total` (seconds until acked and, with identity, identified)."""
+        started = time.perf_counter()
+        figures = run_client(f"127.0.0.1:{self.port}", self.data / "pki", streams, per_chunk, results)
+        acked = time.perf_counter() - started
+        if self.identity:
+            wait_identified(self.url)
+        total = time.perf_counter() - started
+        figures.update(acked_seconds=acked, total=total, end_to_end=figures["results"] / total)
+        return figures
+
+    def close(self) -> None:
+        """Stop the core and drop its database."""
+        self.process.terminate()
+        self.process.wait(timeout=60)
+        drop_database(self.admin_url, self.url)
+
+
+def main() -> None:
+    """Run the scenarios and print the figures."""
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--results", type=int, default=200_000)
+    parser.add_argument("--streams", type=int, default=10)
+    parser.add_argument("--per-chunk", type=int, default=500)
+    parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="srcore-identity-bench-"))
+    try:
+        pki = ensure_dev_pki(work / "pki").directory
+        hosts = POOL * args.per_chunk
+        print(f"identity benchmark: {args.results:,} sweep results over {hosts:,} distinct hosts, "
+              f"{args.streams} streams x {args.per_chunk}/chunk, PostgreSQL\n")  # fmt: skip
+        figures: dict[bool, dict[str, float]] = {}
+        for identity in (False, True):
+            core = Core(work, pki, args.postgres, f"identity-{identity}", identity)
+            try:
+                figures[identity] = core.push(args.streams, args.per_chunk, args.results)
+            finally:
+                core.close()
+            f = figures[identity]
+            label = "(b) identity on, acked + identified" if identity else "(a) identity off, acked"
+            print(f"{label:<40} {f['end_to_end']:>10,.0f} results/s   ({f['total']:.2f} s; "
+                  f"acked at {f['rate']:,.0f} results/s)")  # fmt: skip
+        ratio = figures[True]["end_to_end"] / figures[False]["end_to_end"]
+        print(f"{'(b)/(a)':<40} {ratio:>10.2f}   (goal: at least 0.80)\n")
+
+        sweep_hosts = POOL * 1000
+        core = Core(work, pki, args.postgres, "repeat", True)
+        try:
+            before = dict.fromkeys(COUNTERS, 0.0)
+            for sweep in (1, 2):
+                result = core.push(1, 1000, sweep_hosts)
+                now = counters(core.metrics_port)
+                hits, misses, known, seen = (now[name] - before[name] for name in COUNTERS)
+                before = now
+                rate = hits / (hits + misses) if hits + misses else 0.0
+                share = known / seen if seen else 0.0
+                print(f"(c) repeat sweep {sweep} of {sweep_hosts:,} hosts: {share:6.1%} resolved as known "
+                      f"sweeps in the store; cache hit rate of the rest {rate:6.1%} "
+                      f"({hits:,.0f} hits, {misses:,.0f} misses); "
+                      f"{result['end_to_end']:,.0f} results/s acked + identified")  # fmt: skip
+        finally:
+            core.close()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

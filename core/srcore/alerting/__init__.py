@@ -1,0 +1,1 @@
+"""Alerting: the evaluator and deliverer leader jobs, operators' changes, and notifiers."""

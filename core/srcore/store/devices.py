@@ -1,0 +1,667 @@
+"""Device identity persistence: batch reads and bulk writes for resolution, and admin reads.
+
+Resolution reads and writes whole batches: one query per table for lookups (`= ANY(array)` on
+PostgreSQL, chunked IN lists on SQLite) and bulk upserts (COPY into a temporary table, then
+one INSERT ... SELECT ... ON CONFLICT on PostgreSQL; one executemany on SQLite).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from srcore.domain.identity import Device, IdentifierKey, Merge, Observation, Resolution, evidence_text
+from srcore.domain.model import Transition
+from srcore.events.outbox import write_events
+from srcore.store.database import Database
+from srcore.store.device_tables import device_identifiers, device_merges, devices
+from srcore.store.ingest import sqlite_timestamp
+from srcore.store.ingest_tables import device_updates, ingest_flushes, sweep_host_results
+
+SQLITE_CHUNK = 500
+SWEEP_SOURCE = "sweep"
+
+_DEVICE_COLUMNS = (
+    "tenant", "device_id", "partition", "ip", "mac", "hostname", "available", "first_seen", "last_seen",
+    "merged_into", "external_ids", "sources",
+)  # fmt: skip
+_DEVICE_COPY_TYPES = ["text", "text", "text", "text", "text", "text", "bool", "timestamptz", "timestamptz",
+                      "text", "text", "text"]  # fmt: skip
+_IDENTIFIER_COLUMNS = ("tenant", "kind", "value", "partition", "device_id", "updated_at")
+_IDENTIFIER_COPY_TYPES = ["text", "text", "text", "text", "text", "timestamptz"]
+
+_TEMP_DEVICES = """
+CREATE TEMPORARY TABLE IF NOT EXISTS srcore_identity_devices (
+  tenant text, device_id text, partition text, ip text, mac text, hostname text, available bool,
+  first_seen timestamptz, last_seen timestamptz, merged_into text, external_ids text, sources text
+) ON COMMIT DELETE ROWS
+"""
+_TEMP_IDENTIFIERS = """
+CREATE TEMPORARY TABLE IF NOT EXISTS srcore_identity_links (
+  tenant text, kind text, value text, partition text, device_id text, updated_at timestamptz
+) ON COMMIT DELETE ROWS
+"""
+
+# A merge is permanent: a replica holding an older view never un-merges a device. Attributes come
+# from the latest observation: a replica writing from an older view (its cache, a skipped
+# last_seen) never puts back what a later observation replaced.
+_DEVICE_CONFLICT = """
+ON CONFLICT (tenant, device_id) DO UPDATE SET
+  partition = CASE WHEN excluded.last_seen >= devices.last_seen THEN excluded.partition
+                   ELSE devices.partition END,
+  ip = CASE WHEN excluded.last_seen >= devices.last_seen THEN excluded.ip ELSE devices.ip END,
+  mac = CASE WHEN excluded.last_seen >= devices.last_seen OR devices.mac = '' THEN excluded.mac
+             ELSE devices.mac END,
+  hostname = CASE WHEN excluded.last_seen >= devices.last_seen THEN excluded.hostname
+                  ELSE devices.hostname END,
+  available = CASE WHEN excluded.last_seen >= devices.last_seen THEN excluded.available
+                   ELSE devices.available END,
+  first_seen = CASE WHEN excluded.first_seen < devices.first_seen THEN excluded.first_seen
+                    ELSE devices.first_seen END,
+  last_seen = CASE WHEN excluded.last_seen > devices.last_seen THEN excluded.last_seen
+                   ELSE devices.last_seen END,
+  merged_into = COALESCE(devices.merged_into, excluded.merged_into),
+  external_ids = excluded.external_ids, sources = excluded.sources
+"""
+_IDENTIFIER_CONFLICT = """
+ON CONFLICT (tenant, kind, value, partition) DO UPDATE SET
+  device_id = excluded.device_id, updated_at = excluded.updated_at
+"""
+
+
+def _at(value: datetime) -> datetime:
+    # SQLite returns naive datetimes; everything stored is UTC.
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def device_from_row(row: Any) -> Device:
+    """A devices row as a domain Device (aware timestamps, parsed JSON)."""
+    external = row.external_ids
+    sources = row.sources
+    return Device(
+        tenant=row.tenant,
+        device_id=row.device_id,
+        partition=row.partition,
+        ip=row.ip,
+        mac=row.mac,
+        hostname=row.hostname,
+        available=bool(row.available),
+        first_seen=_at(row.first_seen),
+        last_seen=_at(row.last_seen),
+        merged_into=row.merged_into,
+        external_ids=dict(json.loads(external) if isinstance(external, str) else external),
+        sources=list(json.loads(sources) if isinstance(sources, str) else sources),
+    )
+
+
+def _one_of(
+    conn: AsyncConnection, column: sa.ColumnElement[Any], values: Sequence[str]
+) -> sa.ColumnElement[bool]:
+    if conn.dialect.name == "postgresql":
+        return column == sa.any_(sa.bindparam(None, list(values), type_=ARRAY(sa.String())))
+    return column.in_(list(values))
+
+
+def _chunks(conn: AsyncConnection, values: Sequence[str]) -> Iterable[Sequence[str]]:
+    """The whole list on PostgreSQL (one array parameter), bounded IN lists on SQLite."""
+    if conn.dialect.name == "postgresql":
+        yield values
+        return
+    for start in range(0, len(values), SQLITE_CHUNK):
+        yield values[start : start + SQLITE_CHUNK]
+
+
+async def claim_flushes(conn: AsyncConnection, limit: int) -> list[int]:
+    """Lock up to `limit` committed flushes not yet identified (skipping ones other replicas hold)."""
+    query = (
+        sa.select(ingest_flushes.c.id)
+        .where(ingest_flushes.c.identified == sa.false())
+        .order_by(ingest_flushes.c.id)
+        .limit(limit)
+    )
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    return [int(i) for i in (await conn.execute(query)).scalars()]
+
+
+async def count_unidentified(db: Database) -> int:
+    """Committed flushes whose observations are not resolved yet."""
+    async with db.connect() as conn:
+        query = (
+            sa.select(sa.func.count())
+            .select_from(ingest_flushes)
+            .where(ingest_flushes.c.identified == sa.false())
+        )
+        return int((await conn.execute(query)).scalar_one())
+
+
+async def mark_identified(conn: AsyncConnection, flush_ids: Sequence[int]) -> None:
+    """Record that these flushes' observations are resolved."""
+    await conn.execute(
+        ingest_flushes.update().where(ingest_flushes.c.id.in_(list(flush_ids))).values(identified=True)
+    )
+
+
+async def read_observations(conn: AsyncConnection, flush_ids: Sequence[int]) -> list[Observation]:
+    """The sweep host results and device updates of these flushes, oldest observation first."""
+    postgres = conn.dialect.name == "postgresql"
+    out: list[Observation] = []
+    s = sweep_host_results.c
+    rows = await conn.execute(
+        sa.select(s.tenant, s.partition, s.ip, s.mac, s.hostname, s.available, s.observed_at).where(
+            s.flush_id.in_(list(flush_ids))
+        )
+    )
+    append = out.append
+    for tenant, partition, ip, mac, hostname, available, observed in rows:
+        when = observed if postgres else _at(observed)
+        append(Observation(tenant, partition, ip, mac, hostname, available, when, SWEEP_SOURCE))
+    out.extend(await read_device_updates(conn, flush_ids))
+    out.sort(key=lambda o: o.observed_at)
+    return out
+
+
+async def read_device_updates(conn: AsyncConnection, flush_ids: Sequence[int]) -> list[Observation]:
+    """The device updates of these flushes (integrations: external ids, sources)."""
+    postgres = conn.dialect.name == "postgresql"
+    out: list[Observation] = []
+    d = device_updates.c
+    updates = await conn.execute(
+        sa.select(
+            d.tenant,
+            d.partition,
+            d.ip,
+            d.mac,
+            d.hostname,
+            d.available,
+            d.observed_at,
+            d.source,
+            d.external_ids,
+        ).where(d.flush_id.in_(list(flush_ids)))
+    )
+    for tenant, partition, ip, mac, hostname, available, observed, source, external in updates:
+        when = observed if postgres else _at(observed)
+        ids = json.loads(external) if external and external != "{}" else {}
+        out.append(Observation(tenant, partition, ip, mac, hostname, available, when, source, ids))
+    return out
+
+
+async def flush_tenants(conn: AsyncConnection, flush_ids: Sequence[int]) -> list[str]:
+    """The tenants whose observations these flushes hold."""
+    s, d = sweep_host_results.c, device_updates.c
+    ids = list(flush_ids)
+    query = sa.union(
+        sa.select(s.tenant).where(s.flush_id.in_(ids)).distinct(),
+        sa.select(d.tenant).where(d.flush_id.in_(ids)).distinct(),
+    )
+    return sorted(str(t) for t in (await conn.execute(query)).scalars())
+
+
+def _mac_kind(column: str) -> str:
+    """SQL for srcore.domain.identity.mac_class of a canonical MAC column: 'mac', 'random-mac' or ''."""
+    nibble = f"(position(substr({column}, 2, 1) IN '0123456789abcdef') - 1)"
+    return (
+        f"CASE WHEN {column} = '' OR {column} IN ('00:00:00:00:00:00', 'ff:ff:ff:ff:ff:ff') THEN ''"
+        f" WHEN {nibble} & 1 = 1 THEN '' WHEN {nibble} & 2 = 2 THEN 'random-mac' ELSE 'mac' END"
+    )
+
+
+# The known-sweep fast path (PostgreSQL), one statement per round. A sweep result whose every
+# identifier (IP in its partition, MAC) already names one live device that the sweep has seen
+# before resolves, by the rules, to that device with no link or merge to change: only the
+# device's attributes move. Those rows never leave PostgreSQL: their latest observation per
+# device is folded into the device row, and the row is rewritten only when an attribute changed
+# or last_seen moved by the resolution or more. Every other row (an unknown or disagreeing
+# identifier, or a device such a row touches) is returned for the rules in Python; so are the
+# updated device ids (to refresh the cache) and the number of rows resolved here.
+_KNOWN_SWEEPS = f"""
+WITH obs AS MATERIALIZED (
+  SELECT s.tenant, s.partition, s.ip, s.mac, s.hostname, s.available, s.observed_at,
+         {_mac_kind("s.mac")} AS mkind
+  FROM sweep_host_results s WHERE s.flush_id = ANY(%(flushes)s)
+), classified AS MATERIALIZED (
+  SELECT o.*, i.device_id AS ip_dev, m.device_id AS mac_dev, d.device_id AS dev
+  FROM obs o
+  LEFT JOIN device_identifiers i
+    ON o.ip <> '' AND i.tenant = o.tenant AND i.kind = 'ip' AND i.value = o.ip AND i.partition = o.partition
+  LEFT JOIN device_identifiers m
+    ON o.mkind <> '' AND m.tenant = o.tenant AND m.kind = o.mkind AND m.value = o.mac
+       AND m.partition = CASE WHEN o.mkind = 'mac' THEN '' ELSE o.partition END
+  LEFT JOIN devices d
+    ON d.tenant = o.tenant AND d.device_id = COALESCE(m.device_id, i.device_id)
+       AND d.merged_into IS NULL AND d.sources ? 'sweep'
+       AND (o.ip = '' OR i.device_id = d.device_id) AND (o.mkind = '' OR m.device_id = d.device_id)
+), tainted AS (
+  SELECT tenant, ip_dev AS dev FROM classified WHERE dev IS NULL AND ip_dev IS NOT NULL
+  UNION
+  SELECT tenant, mac_dev FROM classified WHERE dev IS NULL AND mac_dev IS NOT NULL
+), routed AS MATERIALIZED (
+  SELECT c.*, c.dev IS NOT NULL
+              AND NOT EXISTS (SELECT 1 FROM tainted t WHERE t.tenant = c.tenant AND t.dev = c.dev) AS fast
+  FROM classified c
+), latest AS (
+  SELECT DISTINCT ON (tenant, dev) tenant, dev, partition, ip, mac, mkind, hostname, available, observed_at,
+         min(observed_at) OVER (PARTITION BY tenant, dev) AS first
+  FROM routed WHERE fast ORDER BY tenant, dev, observed_at DESC
+), changes AS (
+  SELECT d.tenant, d.device_id,
+    CASE WHEN l.observed_at >= d.last_seen THEN l.partition ELSE d.partition END AS partition,
+    CASE WHEN l.observed_at >= d.last_seen AND l.ip <> '' THEN l.ip ELSE d.ip END AS ip,
+    CASE WHEN l.observed_at >= d.last_seen
+              AND (l.mkind = 'mac' OR (l.mkind = 'random-mac' AND {_mac_kind("d.mac")} <> 'mac'))
+         THEN l.mac ELSE d.mac END AS mac,
+    CASE WHEN l.observed_at >= d.last_seen AND l.hostname <> '' THEN l.hostname ELSE d.hostname END
+      AS hostname,
+    CASE WHEN l.observed_at >= d.last_seen THEN l.available ELSE d.available END AS available,
+    LEAST(d.first_seen, l.first) AS first_seen,
+    GREATEST(d.last_seen, l.observed_at) AS last_seen
+  FROM latest l JOIN devices d ON d.tenant = l.tenant AND d.device_id = l.dev
+), updated AS (
+  UPDATE devices d SET partition = c.partition, ip = c.ip, mac = c.mac, hostname = c.hostname,
+    available = c.available, first_seen = c.first_seen, last_seen = c.last_seen
+  FROM changes c
+  WHERE d.tenant = c.tenant AND d.device_id = c.device_id AND d.merged_into IS NULL
+    AND ((c.partition, c.ip, c.mac, c.hostname, c.available, c.first_seen)
+           IS DISTINCT FROM (d.partition, d.ip, d.mac, d.hostname, d.available, d.first_seen)
+         OR c.last_seen >= d.last_seen + %(resolution)s * interval '1 second')
+  RETURNING d.tenant, d.device_id
+)
+SELECT 'updated', tenant, device_id, NULL, NULL, NULL, NULL::boolean, NULL::timestamptz FROM updated
+UNION ALL
+SELECT 'slow', tenant, partition, ip, mac, hostname, available, observed_at FROM routed WHERE NOT fast
+UNION ALL
+SELECT 'known', '', count(*)::text, NULL, NULL, NULL, NULL, NULL FROM routed WHERE fast
+"""
+
+
+@dataclass(slots=True)
+class KnownSweeps:
+    """What the known-sweep fast path did, and what it left for the rules."""
+
+    rest: list[Observation]
+    updated: list[tuple[str, str]]
+    resolved: int
+
+
+async def resolve_known_sweeps(
+    conn: AsyncConnection, flush_ids: Sequence[int], resolution: float
+) -> KnownSweeps:
+    """Resolve these flushes' sweep results whose identifiers are all known, in PostgreSQL.
+
+    Returns the other sweep results (for the rules), the devices it rewrote and how many rows
+    it resolved. Call with the tenants' identity locks held, in the round's transaction.
+    """
+    rest: list[Observation] = []
+    updated: list[tuple[str, str]] = []
+    resolved = 0
+    rows = await conn.exec_driver_sql(_KNOWN_SWEEPS, {"flushes": list(flush_ids), "resolution": resolution})
+    for row in rows:
+        what, tenant, partition, ip, mac, hostname, available, observed = cast(tuple[Any, ...], row)
+        if what == "slow":
+            rest.append(Observation(tenant, partition, ip, mac, hostname, available, observed, SWEEP_SOURCE))
+        elif what == "updated":
+            updated.append((tenant, partition))
+        else:
+            resolved = int(partition)
+    return KnownSweeps(rest, updated, resolved)
+
+
+async def load_links(
+    conn: AsyncConnection, tenant: str, keys: Iterable[IdentifierKey]
+) -> dict[IdentifierKey, str]:
+    """The device each of these identifiers names, for those that name one."""
+    wanted = set(keys)
+    by_kind: dict[str, set[str]] = {}
+    for kind, value, _ in wanted:
+        by_kind.setdefault(kind, set()).add(value)
+    found: dict[IdentifierKey, str] = {}
+    c = device_identifiers.c
+    # (tenant, kind, value) is the primary key's prefix: an index lookup per value.
+    for kind, values in sorted(by_kind.items()):
+        for part in _chunks(conn, sorted(values)):
+            rows = await conn.execute(
+                sa.select(c.value, c.partition, c.device_id).where(
+                    c.tenant == tenant, c.kind == kind, _one_of(conn, c.value, part)
+                )
+            )
+            for value, partition, device_id in rows:
+                key = (kind, value, partition)
+                if key in wanted:
+                    found[key] = device_id
+    return found
+
+
+async def load_devices(conn: AsyncConnection, tenant: str, device_ids: Iterable[str]) -> dict[str, Device]:
+    """Devices by id (merged ones included, with what they merged into)."""
+    ids = sorted(set(device_ids))
+    found: dict[str, Device] = {}
+    for part in _chunks(conn, ids):
+        rows = await conn.execute(
+            sa.select(devices).where(devices.c.tenant == tenant, _one_of(conn, devices.c.device_id, part))
+        )
+        for row in rows:
+            found[row.device_id] = device_from_row(row)
+    return found
+
+
+async def lock_tenants(conn: AsyncConnection, tenants: Iterable[str]) -> None:
+    """Serialise resolution per tenant across replicas (PostgreSQL; SQLite has one writer).
+
+    Advisory locks held to the end of the transaction, taken in sorted order so two replicas
+    never wait on each other in a cycle.
+    """
+    if conn.dialect.name != "postgresql":
+        return
+    for tenant in sorted(set(tenants)):
+        await conn.execute(
+            sa.text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": f"srcore.identity.{tenant}"}
+        )
+
+
+def _device_tuple(device: Device, encode: Any) -> tuple[Any, ...]:
+    return (
+        device.tenant, device.device_id, device.partition, device.ip, device.mac, device.hostname,
+        device.available, encode(device.first_seen), encode(device.last_seen), device.merged_into,
+        json.dumps(device.external_ids, sort_keys=True), json.dumps(device.sources),
+    )  # fmt: skip
+
+
+async def _bulk_upsert(
+    conn: AsyncConnection,
+    table: str,
+    temp: str,
+    temp_ddl: str,
+    columns: Sequence[str],
+    types: list[str],
+    casts: dict[str, str],
+    conflict: str,
+    rows: Sequence[tuple[Any, ...]],
+) -> None:
+    names = ", ".join(columns)
+    if conn.dialect.name == "postgresql":
+        raw = await conn.get_raw_connection()
+        driver = raw.driver_connection
+        assert driver is not None
+        async with driver.cursor() as cursor:
+            await cursor.execute(temp_ddl)
+            async with cursor.copy(f"COPY {temp} ({names}) FROM STDIN (FORMAT BINARY)") as copy:
+                copy.set_types(types)
+                for row in rows:
+                    await copy.write_row(row)
+            selected = ", ".join(f"{c}::{casts[c]}" if c in casts else c for c in columns)
+            # ORDER BY: concurrent upserts touch rows in the same order, so they cannot deadlock.
+            await cursor.execute(
+                f"INSERT INTO {table} ({names}) SELECT {selected} FROM {temp} ORDER BY 1, 2, 3 {conflict}"
+            )
+        return
+    marks = ", ".join("?" * len(columns))
+    await conn.exec_driver_sql(f"INSERT INTO {table} ({names}) VALUES ({marks}) {conflict}", list(rows))
+
+
+async def write_resolution(
+    conn: AsyncConnection, resolution: Resolution, now: datetime, replica_id: str
+) -> None:
+    """Persist devices, links and merges (with audit rows and outbox events) in `conn`'s transaction."""
+    postgres = conn.dialect.name == "postgresql"
+    encode: Any = (lambda d: d) if postgres else sqlite_timestamp
+    if resolution.devices:
+        rows = [_device_tuple(d, encode) for d in resolution.devices.values()]
+        rows.sort(key=lambda r: (r[0], r[1]))
+        casts = {"external_ids": "jsonb", "sources": "jsonb"}
+        await _bulk_upsert(
+            conn, "devices", "srcore_identity_devices", _TEMP_DEVICES, _DEVICE_COLUMNS, _DEVICE_COPY_TYPES,
+            casts, _DEVICE_CONFLICT, rows,
+        )  # fmt: skip
+    if resolution.links:
+        stamp = encode(now)
+        links = sorted(
+            (tenant, kind, value, partition, device_id, stamp)
+            for (tenant, (kind, value, partition)), device_id in resolution.links.items()
+        )
+        await _bulk_upsert(
+            conn, "device_identifiers", "srcore_identity_links", _TEMP_IDENTIFIERS, _IDENTIFIER_COLUMNS,
+            _IDENTIFIER_COPY_TYPES, {}, _IDENTIFIER_CONFLICT, links,
+        )  # fmt: skip
+    if resolution.merges:
+        await _write_merges(conn, resolution.merges, now, replica_id)
+
+
+async def _write_merges(
+    conn: AsyncConnection, merges: Sequence[Merge], now: datetime, replica_id: str
+) -> None:
+    params = [{"tenant": m.tenant, "survivor": m.survivor_id, "merged": m.merged_id} for m in merges]
+    # Chains stay one hop long: whatever had merged into a merged device now names the survivor.
+    await conn.execute(
+        sa.text(
+            "UPDATE devices SET merged_into = :survivor WHERE tenant = :tenant"
+            " AND (device_id = :merged OR merged_into = :merged)"
+        ),
+        params,
+    )
+    await conn.execute(
+        sa.text(
+            "UPDATE device_identifiers SET device_id = :survivor"
+            " WHERE tenant = :tenant AND device_id = :merged"
+        ),
+        params,
+    )
+    await conn.execute(
+        device_merges.insert(),
+        [
+            {
+                "tenant": m.tenant,
+                "survivor_id": m.survivor_id,
+                "merged_id": m.merged_id,
+                "evidence": [list(key) for key in m.evidence],
+                "source": m.source[:64],
+                "partition": m.partition,
+                "observed_at": m.observed_at,
+                "merged_at": now,
+            }
+            for m in merges
+        ],
+    )
+    transitions = [
+        Transition(
+            tenant=m.tenant,
+            entity_type="device",
+            entity_id=m.merged_id,
+            from_state="active",
+            to_state="merged",
+            reason=f"merged into {m.survivor_id}: {evidence_text(m.evidence)} seen together by {m.source}",
+            at=now,
+        )
+        for m in merges
+    ]
+    await write_events(conn, transitions, replica_id, 0)
+
+
+# Admin reads.
+
+
+@dataclass(frozen=True, slots=True)
+class IdentifierRow:
+    """One identifier naming a device."""
+
+    kind: str
+    value: str
+    partition: str
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class MergeRow:
+    """One merge audit row."""
+
+    survivor_id: str
+    merged_id: str
+    evidence: list[list[str]]
+    source: str
+    partition: str
+    observed_at: datetime
+    merged_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ObservationRow:
+    """One raw observation of a device: a sweep host result or a device update."""
+
+    kind: str
+    observed_at: datetime
+    partition: str
+    poller_id: str
+    batch_id: str
+    chunk_index: int
+    seq: int
+    source: str
+    ip: str
+    mac: str
+    hostname: str
+    available: bool
+    external_ids: dict[str, str]
+
+
+class DeviceRepository:
+    """Reads of the identity tables for the admin API."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def list_devices(
+        self, tenant: str, partition: str | None, include_merged: bool, limit: int, after: str | None
+    ) -> list[Device]:
+        """A page of devices ordered by id."""
+        c = devices.c
+        query = sa.select(devices).where(c.tenant == tenant).order_by(c.device_id).limit(limit)
+        if partition is not None:
+            query = query.where(c.partition == partition)
+        if not include_merged:
+            query = query.where(c.merged_into.is_(None))
+        if after is not None:
+            query = query.where(c.device_id > after)
+        async with self.db.connect() as conn:
+            return [device_from_row(r) for r in await conn.execute(query)]
+
+    async def get_device(self, tenant: str, device_id: str) -> Device | None:
+        """One device, merged or not."""
+        async with self.db.connect() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(devices).where(devices.c.tenant == tenant, devices.c.device_id == device_id)
+                )
+            ).first()
+        return device_from_row(row) if row is not None else None
+
+    async def identifiers(self, tenant: str, device_id: str) -> list[IdentifierRow]:
+        """The identifiers naming a device, strong ones first."""
+        c = device_identifiers.c
+        async with self.db.connect() as conn:
+            rows = await conn.execute(
+                sa.select(c.kind, c.value, c.partition, c.updated_at)
+                .where(c.tenant == tenant, c.device_id == device_id)
+                .order_by(c.partition, c.kind, c.value)
+            )
+            return [IdentifierRow(r.kind, r.value, r.partition, _at(r.updated_at)) for r in rows]
+
+    async def lookup(self, tenant: str, kind: str, value: str, partition: str | None) -> list[str]:
+        """Ids of the devices an identifier names (in any partition when `partition` is None)."""
+        c = device_identifiers.c
+        query = sa.select(c.device_id).where(c.tenant == tenant, c.kind == kind, c.value == value)
+        if partition is not None:
+            query = query.where(c.partition == partition)
+        async with self.db.connect() as conn:
+            return sorted({str(r) for r in (await conn.execute(query)).scalars()})
+
+    async def merges(self, tenant: str, device_id: str) -> list[MergeRow]:
+        """Merges into or of a device, newest first."""
+        c = device_merges.c
+        async with self.db.connect() as conn:
+            rows = await conn.execute(
+                sa.select(device_merges)
+                .where(c.tenant == tenant, (c.survivor_id == device_id) | (c.merged_id == device_id))
+                .order_by(c.merged_at.desc(), c.id.desc())
+            )
+            return [
+                MergeRow(
+                    r.survivor_id,
+                    r.merged_id,
+                    list(r.evidence),
+                    r.source,
+                    r.partition,
+                    _at(r.observed_at),
+                    _at(r.merged_at),
+                )
+                for r in rows
+            ]
+
+    async def observations(
+        self,
+        tenant: str,
+        identifiers: Sequence[IdentifierRow],
+        limit: int,
+        after: tuple[datetime, str, str, str, int, int] | None,
+    ) -> list[ObservationRow]:
+        """Raw observations carrying any of a device's identifiers, newest first.
+
+        Keyset-paginated on (observed_at, kind, poller, batch, chunk, seq), descending.
+        """
+        ips = [(i.partition, i.value) for i in identifiers if i.kind == "ip"]
+        macs = sorted({i.value for i in identifiers if i.kind in ("mac", "random-mac")})
+        externals = [i.value for i in identifiers if i.kind == "external"]
+        found: list[ObservationRow] = []
+        async with self.db.connect() as conn:
+            for kind, table in (("sweep", sweep_host_results), ("device_update", device_updates)):
+                c = table.c
+                matches: list[sa.ColumnElement[bool]] = [
+                    (c.partition == partition) & (c.ip == ip) for partition, ip in ips
+                ]
+                if macs:
+                    matches.append(c.mac.in_(macs))
+                if kind == "device_update":
+                    for value in externals:
+                        system, _, ident = value.partition(":")
+                        needle = json.dumps({system: ident})[1:-1]
+                        matches.append(c.external_ids.contains(needle, autoescape=True))
+                if not matches:
+                    continue
+                key = (c.observed_at, c.poller_id, c.batch_id, c.chunk_index, c.seq)
+                query = sa.select(table).where(c.tenant == tenant, sa.or_(*matches))
+                if after is not None:
+                    at, after_kind, *rest = after
+                    if kind < after_kind:
+                        query = query.where(c.observed_at <= at)
+                    elif kind == after_kind:
+                        query = query.where(sa.tuple_(*key) < sa.tuple_(at, *rest))
+                    else:
+                        query = query.where(c.observed_at < at)
+                query = query.order_by(*(k.desc() for k in key)).limit(limit)
+                for r in await conn.execute(query):
+                    update = kind == "device_update"
+                    found.append(
+                        ObservationRow(
+                            kind=kind,
+                            observed_at=_at(r.observed_at),
+                            partition=r.partition,
+                            poller_id=r.poller_id,
+                            batch_id=r.batch_id,
+                            chunk_index=r.chunk_index,
+                            seq=r.seq,
+                            source=r.source if update else SWEEP_SOURCE,
+                            ip=r.ip,
+                            mac=r.mac,
+                            hostname=r.hostname,
+                            available=r.available,
+                            external_ids=json.loads(r.external_ids) if update else {},
+                        )
+                    )
+        found.sort(
+            key=lambda o: (o.observed_at, o.kind, o.poller_id, o.batch_id, o.chunk_index, o.seq), reverse=True
+        )
+        return found[:limit]

@@ -1,0 +1,108 @@
+"""Repeat sweeps end to end, on SQLite and PostgreSQL: a sweep of known hosts resolves without
+looking identifiers up in the store, rewrites a device only when something about it changed or
+its last_seen moved by `identity_last_seen_resolution`, and never lets an older observation
+overwrite a newer one."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from serviceradar.admin.v1 import device_service_pb2 as dpb
+from serviceradar.edge.v1 import results_pb2 as rpb
+from tests.helpers.core import RunningCore
+from tests.identity.support import devices_stub, list_devices, push
+
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+def host(n: int, at: datetime, available: bool = True, mac: str | None = None) -> rpb.SweepHostResult:
+    """Host `n` (a universal MAC unless given) probed at `at`."""
+    result = rpb.SweepHostResult(
+        ip=f"10.4.0.{n}",
+        mac=f"00:1c:00:00:00:{n:02x}" if mac is None else mac,
+        hostname=f"h{n}",
+        available=available,
+    )
+    result.observed_at.FromDatetime(at)
+    return result
+
+
+def sweep(at: datetime, down: frozenset[int] = frozenset()) -> list[rpb.SweepHostResult]:
+    """Hosts 1..20 probed at `at`, the ones in `down` unreachable."""
+    return [host(n, at, n not in down) for n in range(1, 21)]
+
+
+def by_ip(devices: list[dpb.Device]) -> dict[str, dpb.Device]:
+    """Devices by IP address."""
+    return {d.ip: d for d in devices}
+
+
+async def test_an_unchanged_repeat_sweep_writes_no_device_rows(core: RunningCore) -> None:
+    stage = core.app.identity
+    assert stage is not None
+    await push(core, "dc1", sweep=sweep(T0))
+    first = by_ip(await list_devices(core))
+    assert len(first) == 20
+    writes, misses = stage.device_writes, stage.misses
+
+    # Ten seconds later, nothing changed: no device row is rewritten, no identifier is read
+    # from the store (the cache, or on PostgreSQL the known-sweep join, answers).
+    await push(core, "dc1", sweep=sweep(T0 + timedelta(seconds=10)))
+    assert (stage.device_writes, stage.misses) == (writes, misses)
+    again = by_ip(await list_devices(core))
+    assert again == first
+
+    # One host went down: that device, and only it, is rewritten, with its new last_seen.
+    await push(core, "dc1", sweep=sweep(T0 + timedelta(seconds=20), down=frozenset({3})))
+    assert stage.device_writes == writes + 1
+    changed = by_ip(await list_devices(core))
+    assert not changed["10.4.0.3"].available
+    assert changed["10.4.0.3"].last_seen.ToDatetime(UTC) == T0 + timedelta(seconds=20)
+    assert changed["10.4.0.4"] == first["10.4.0.4"]
+
+    # Past the resolution (60 s by default) every device's last_seen moves.
+    await push(core, "dc1", sweep=sweep(T0 + timedelta(seconds=90), down=frozenset({3})))
+    later = by_ip(await list_devices(core))
+    assert {d.last_seen.ToDatetime(UTC) for d in later.values()} == {T0 + timedelta(seconds=90)}
+    assert {d.device_id for d in later.values()} == {d.device_id for d in first.values()}
+
+
+async def test_an_older_observation_never_overwrites_a_newer_one(core: RunningCore) -> None:
+    await push(core, "dc1", sweep=[host(1, T0 + timedelta(minutes=5))])
+    # A poller that buffered results delivers an older probe late.
+    await push(core, "dc1", sweep=[host(1, T0, available=False)])
+    (device,) = await list_devices(core)
+    assert device.available
+    assert device.last_seen.ToDatetime(UTC) == T0 + timedelta(minutes=5)
+    assert device.first_seen.ToDatetime(UTC) == T0
+
+
+async def test_a_repeat_sweep_with_a_new_identifier_follows_the_rules(core: RunningCore) -> None:
+    # First seen without a MAC, then with one: the same device gains it.
+    await push(core, "dc1", sweep=[host(7, T0, mac="")])
+    (anonymous,) = await list_devices(core)
+    await push(core, "dc1", sweep=[host(7, T0 + timedelta(seconds=5))])
+    (known,) = await list_devices(core)
+    assert known.device_id == anonymous.device_id
+    assert known.mac == "00:1c:00:00:00:07"
+    # The same IP with another MAC is another machine: a new device, and the IP moves to it.
+    await push(core, "dc1", sweep=[host(7, T0 + timedelta(seconds=10), mac="00:1c:00:00:00:77")])
+    devices = await list_devices(core)
+    assert len(devices) == 2
+    async with core.channel(core.creds.operator()) as channel:
+        found = await devices_stub(channel).LookupDevice(
+            dpb.LookupDeviceRequest(ip="10.4.0.7", partition="dc1")
+        )
+    assert [d.mac for d in found.devices] == ["00:1c:00:00:00:77"]
+    # Both keep being resolved on later sweeps without mixing up.
+    await push(
+        core,
+        "dc1",
+        sweep=[
+            host(7, T0 + timedelta(minutes=3), mac="00:1c:00:00:00:77"),
+            host(8, T0, mac="00:1c:00:00:00:07"),
+        ],
+    )
+    macs = {d.mac: d for d in await list_devices(core)}
+    assert set(macs) == {"00:1c:00:00:00:07", "00:1c:00:00:00:77"}
+    assert macs["00:1c:00:00:00:07"].device_id == anonymous.device_id
