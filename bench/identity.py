@@ -155,7 +155,14 @@ def main() -> None:
             before = dict.fromkeys(COUNTERS, 0.0)
             for sweep in (1, 2):
                 result = core.push(1, 1000, sweep_hosts)
+                # The stage counts a round just after committing it: wait for the counters to settle.
                 now = counters(core.metrics_port)
+                while True:
+                    time.sleep(0.2)
+                    latest = counters(core.metrics_port)
+                    if latest == now:
+                        break
+                    now = latest
                 hits, misses, known, seen = (now[name] - before[name] for name in COUNTERS)
                 before = now
                 rate = hits / (hits + misses) if hits + misses else 0.0

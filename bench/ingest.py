@@ -9,7 +9,10 @@ In one run, on the same generated data:
   (c) end to end through `srcore serve` into PostgreSQL and into SQLite,
       with 1, 10 and 100 concurrent streams at 500 and 2,000 results per chunk.
 The load generator is another process that assembles chunks from pre-serialised payloads.
-Prints results/s, ack latency p50/p99, server peak RSS, and the ratio (c)/(b).
+Prints results/s, ack latency p50/p99, server peak RSS, and the ratio (c)/(b). Results are
+acknowledged once stored; processing (latest state, checker states) and device identity run
+after, off the ack path: "settled" is the rate counting until they have caught up too.
+Set SRCORE_IDENTITY_ENABLED=false to measure without device identity.
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -52,6 +57,34 @@ def run_client(address: str, pki: Path, streams: int, per_chunk: int, results: i
     return figures
 
 
+def identity_enabled() -> bool:
+    """Whether the cores this benchmark starts resolve device identity (their default)."""
+    return os.environ.get("SRCORE_IDENTITY_ENABLED", "true").lower() in ("1", "true", "yes", "on")
+
+
+def backlog(url: str, data: Path) -> int:
+    """Committed flushes not yet processed (or, with identity on, not yet identified)."""
+    query = "SELECT count(*) FROM ingest_flushes WHERE NOT projected"
+    if identity_enabled():
+        query += " OR NOT identified"
+    if url:
+        with psycopg.connect(url) as conn:
+            found = conn.execute(query).fetchone()
+    else:
+        with sqlite3.connect(data / "srcore.db") as lite:
+            found = lite.execute(query).fetchone()
+    assert found is not None
+    return int(found[0])
+
+
+def settle(url: str, data: Path, figures: dict[str, float]) -> None:
+    """Wait for processing to catch up; adds the settled rate to `figures`."""
+    started = time.perf_counter()
+    while backlog(url, data):
+        time.sleep(0.05)
+    figures["settled"] = figures["results"] / (figures["seconds"] + time.perf_counter() - started)
+
+
 def reset_peak_rss(pid: int) -> None:
     """Reset the process's peak RSS (VmHWM) so each scenario reports its own peak."""
     Path(f"/proc/{pid}/clear_refs").write_text("5")
@@ -63,6 +96,8 @@ def line(label: str, figures: dict[str, float], rss: float | None = None) -> str
         f"{label:<42} {figures['rate']:>10,.0f} results/s   ack p50 {figures['p50'] * 1000:6.1f} ms"
         f"   p99 {figures['p99'] * 1000:7.1f} ms"
     )
+    if "settled" in figures:
+        text += f"   settled {figures['settled']:>8,.0f}/s"
     return text + (f"   server peak RSS {rss:6.0f} MiB" if rss is not None else "")
 
 
@@ -169,6 +204,7 @@ def main() -> None:
                     for n in streams:
                         reset_peak_rss(core.pid)
                         figures = run_client(f"127.0.0.1:{port}", data / "pki", n, size, args.results)
+                        settle(url, data, figures)
                         ratio = f"   (c)/(b) {figures['rate'] / copy_rate:.2f}" if store == "postgres" else ""
                         print(
                             line(f"(c) {store}, {n} streams x {size}/chunk", figures, peak_rss_mib(core.pid))
@@ -177,6 +213,7 @@ def main() -> None:
                 for volume in [int(v) for v in args.rss.split(",") if v]:
                     reset_peak_rss(core.pid)
                     figures = run_client(f"127.0.0.1:{port}", data / "pki", 10, 500, volume)
+                    settle(url, data, figures)
                     print(line(f"(c) {store}, {volume:,} results, 10 x 500", figures, peak_rss_mib(core.pid)))
             finally:
                 core.terminate()

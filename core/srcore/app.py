@@ -109,7 +109,7 @@ from srcore.events.runtime import EventsRuntime
 from srcore.ingest.identity import IdentityStage
 from srcore.ingest.projector import Projector
 from srcore.ingest.stream import IngestService
-from srcore.ingest.writer import BatchingWriter
+from srcore.ingest.writer import BatchingWriter, CommittedFlush
 from srcore.observability.metrics import HEARTBEAT_FLUSHES, serve_metrics
 from srcore.security.credentials import CredentialVault
 from srcore.security.pki import ensure_dev_pki
@@ -240,7 +240,7 @@ def build_ingest(
     # SQLite has one writer at a time; PostgreSQL overlaps one flush's commit with the next's build.
     writers = settings.ingest_writers or (2 if db.is_postgres else 1)
     policy = ProcessingPolicy(settings.max_open_ports_per_host, settings.check_failing_after)
-    projector = Projector(db, policy, utcnow, replica_id, fencing_token)
+    projector = Projector(db, policy, utcnow, replica_id, fencing_token, max_lag=settings.processing_max_lag)
     writer = BatchingWriter(
         store,
         budget,
@@ -253,10 +253,12 @@ def build_ingest(
     return IngestService(store, writer, budget, limits, utcnow, projector)
 
 
-def _both(first: Callable[[int], None], second: Callable[[int], None]) -> Callable[[int], None]:
-    def notify(flush_id: int) -> None:
-        first(flush_id)
-        second(flush_id)
+def _both(
+    first: Callable[[CommittedFlush], None], second: Callable[[CommittedFlush], None]
+) -> Callable[[CommittedFlush], None]:
+    def notify(flush: CommittedFlush) -> None:
+        first(flush)
+        second(flush)
 
     return notify
 

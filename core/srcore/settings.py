@@ -75,6 +75,7 @@ class Settings:
     ingest_writers: int = 0
     max_open_ports_per_host: int = 256
     check_failing_after: int = 3
+    processing_max_lag: float = 1.0
     identity_enabled: bool = True
     identity_cache_size: int = 200_000
     identity_cache_ttl: float = 300.0
@@ -130,6 +131,8 @@ class Settings:
             raise InvalidArgument("max_open_ports_per_host", "must be at least 1")
         if self.check_failing_after < 1:
             raise InvalidArgument("check_failing_after", "must be at least 1")
+        if not 0 <= self.processing_max_lag <= 60:
+            raise InvalidArgument("processing_max_lag", "must be between 0 and 60 seconds")
         if self.max_message_bytes < 1024:
             raise InvalidArgument("max_message_bytes", "must be at least 1024")
         if self.identity_cache_size < 0:

@@ -15,10 +15,13 @@ from srcore.domain.identity import (
     IdentityView,
     Observation,
     canonical_id,
+    device_state,
     mac_class,
+    needs_write,
     normalize_ip,
     normalize_mac,
 )
+from srcore.ingest.identity import TtlCache
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 UNIVERSAL = "00:1a:2b:3c:4d:5e"
@@ -194,3 +197,33 @@ def test_normalisation_of_operator_input() -> None:
         normalize_mac("not-a-mac")
     with pytest.raises(InvalidArgument, match="ip"):
         normalize_ip("10.0.0.300")
+
+
+def test_a_device_is_rewritten_only_when_it_changed_or_last_seen_moved_enough() -> None:
+    world = World()
+    (device,) = world.resolve(obs(0, ip="10.0.0.5", mac=UNIVERSAL))
+    stored = (device_state(device), device.last_seen)
+    minute = timedelta(seconds=60)
+    assert needs_write(device, None, minute)  # new
+    later = obs(0, ip="10.0.0.5", mac=UNIVERSAL)
+    later.observed_at = T0 + timedelta(seconds=30)
+    (same,) = world.resolve(later)
+    assert not needs_write(same, stored, minute)  # only last_seen, by less than the resolution
+    same.last_seen = T0 + timedelta(seconds=60)
+    assert needs_write(same, stored, minute)
+    same.last_seen = T0 + timedelta(seconds=1)
+    same.available = False
+    assert needs_write(same, stored, minute)  # availability changed
+
+
+def test_the_identity_cache_expires_and_evicts_the_least_recently_used() -> None:
+    cache: TtlCache[str, str] = TtlCache(size=2, ttl=10.0)
+    cache.put("a", "1", now=0.0)
+    cache.put("b", "2", now=0.0)
+    assert cache.get("a", now=5.0) == "1"  # "a" is now the most recently used
+    cache.put("c", "3", now=5.0)
+    assert (cache.get("b", now=5.0), cache.get("a", now=5.0), cache.get("c", now=5.0)) == (None, "1", "3")
+    assert cache.get("a", now=10.5) is None  # expired
+    assert cache.get("c", now=10.5) == "3"
+    cache.discard("c")
+    assert len(cache) == 0

@@ -34,6 +34,7 @@ from srcore.domain.identity import (
     identifiers,
     needs_write,
 )
+from srcore.ingest.writer import CommittedFlush
 from srcore.store.database import Database
 from srcore.store.devices import (
     claim_flushes,
@@ -154,7 +155,7 @@ class IdentityStage:
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
 
-    def notify(self, _flush_id: int) -> None:
+    def notify(self, _flush: CommittedFlush) -> None:
         """A flush committed: resolve soon."""
         self._wakeup.set()
 
@@ -238,14 +239,14 @@ class IdentityStage:
             self.devices.clear()
             self.links.clear()
             raise
+        IDENTITY_MERGES.inc(len(resolution.merges))
+        IDENTITY_OBSERVATIONS.inc(len(observations) + known)
+        IDENTITY_KNOWN.inc(known)
         now = self.links.clock()
         for key, device_id in view.links.items():
             self.links.put(key, device_id, now)
         for loaded, device in view.devices.items():
             self.devices.put(loaded, device, now)
-        IDENTITY_MERGES.inc(len(resolution.merges))
-        IDENTITY_OBSERVATIONS.inc(len(observations) + known)
-        IDENTITY_KNOWN.inc(known)
         self.known += known
         self.device_writes += len(resolution.devices) + len(updated)
         return len(flush_ids)

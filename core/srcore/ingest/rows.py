@@ -171,13 +171,12 @@ def sweep_rows(
             if open_ports:
                 open_ports.sort()
                 ports_text = ",".join(map(str, open_ports))
-        seen = r.observed_at
-        seconds = seen.seconds
-        when = (
-            observed
-            if not seconds and not seen.nanos
-            else encode(_fromtimestamp(seconds + seen.nanos / 1e9, UTC))
-        )
+        # Most results carry no time of their own: HasField is cheaper than reading the field.
+        when = observed
+        if r.HasField("observed_at"):
+            seen = r.observed_at
+            if seen.seconds or seen.nanos:
+                when = encode(_fromtimestamp(seen.seconds + seen.nanos / 1e9, UTC))
         append((*prefix, seq, flush_id, execution_id, ip, mac, hostname, r.available, rtt_us, loss,
                 ports_text, when, received, fastest))  # fmt: skip
     tally.accepted += len(results) - tally.rejected

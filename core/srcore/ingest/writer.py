@@ -2,8 +2,11 @@
 
 Chunks wait in one FIFO per tenant. A flush takes chunks round-robin across tenants until
 it holds `flush_rows` results, so one tenant's flood cannot starve another: every tenant
-with work gets a turn in every flush. Chunks of one batch are never in two flushes at
-once, so the ledger's committed_index always advances in order.
+with work gets a turn in every flush, including a tenant whose one stream already has chunks
+in the flush being committed. Two flushes may then hold chunks of one batch; the later one
+moves that batch's ledger only after the earlier one has finished, so committed_index always
+advances in order (and if the earlier one failed, the later one's chunks of that batch are
+refused as out of order: the edge resumes from its last acknowledged chunk).
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -71,6 +74,29 @@ class PendingChunk:
         return (self.record.tenant, self.record.poller_id, self.record.batch_id)
 
 
+@dataclass(frozen=True, slots=True)
+class CommittedFlush:
+    """A flush just committed: its id and the rows it wrote, by result kind.
+
+    Stages after the writer (processing, device identity) may use the rows while they are in
+    memory instead of reading them back; the rows are in TABLES[kind] column order
+    (srcore.store.ingest) and must not be modified.
+    """
+
+    flush_id: int
+    rows: Mapping[ResultKind, Sequence[tuple[Any, ...]]]
+
+
+@dataclass(slots=True)
+class _Moves:
+    """What one flush's ledger moves produced: rows to write, acks to give, chunks refused."""
+
+    rows_by_kind: dict[ResultKind, list[tuple[Any, ...]]] = field(default_factory=dict)
+    outcomes: list[tuple[PendingChunk, Tally]] = field(default_factory=list)
+    conflicts: list[PendingChunk] = field(default_factory=list)
+    advances: list[tuple[LedgerAdvance, list[PendingChunk]]] = field(default_factory=list)
+
+
 class BatchingWriter:
     """Coalesces chunks into flushes; acks (resolves futures) only after commit."""
 
@@ -82,7 +108,7 @@ class BatchingWriter:
         flush_rows: int = 5000,
         flush_delay: float = 0.002,
         writers: int = 1,
-        on_flush: Callable[[int], None] | None = None,
+        on_flush: Callable[[CommittedFlush], None] | None = None,
     ) -> None:
         self._store = store
         self._budget = budget
@@ -93,7 +119,8 @@ class BatchingWriter:
         self._on_flush = on_flush
         self._queues: dict[str, deque[PendingChunk]] = {}
         self._rotation: deque[str] = deque()
-        self._busy: set[BatchKey] = set()
+        # The flush that last took chunks of each batch, until it finishes.
+        self._inflight: dict[BatchKey, asyncio.Future[None]] = {}
         self._queued_rows = 0
         self._wakeup = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -148,13 +175,8 @@ class BatchingWriter:
     def _take_from(self, tenant: str, share: int, taken: list[PendingChunk]) -> int:
         queue = self._queues[tenant]
         rows = 0
-        index = 0
-        while index < len(queue) and rows < share:
-            pending = queue[index]
-            if pending.key in self._busy:
-                index += 1
-                continue
-            del queue[index]
+        while queue and rows < share:
+            pending = queue.popleft()
             taken.append(pending)
             rows += pending.size
         if not queue:
@@ -179,9 +201,11 @@ class BatchingWriter:
                 await self._wakeup.wait()
                 continue
             keys = {p.key for p in taken}
-            self._busy |= keys
+            earlier = {key: self._inflight[key] for key in keys if key in self._inflight}
+            finished: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._inflight.update(dict.fromkeys(keys, finished))
             try:
-                await self._flush(taken)
+                await self._flush(taken, earlier)
             except Exception as exc:
                 log.warning("ingest flush of %d chunks failed: %s", len(taken), exc)
                 failure = Unavailable(
@@ -191,7 +215,10 @@ class BatchingWriter:
                     if not pending.future.done():
                         pending.future.set_exception(failure)
             finally:
-                self._busy -= keys
+                finished.set_result(None)
+                for key in keys:
+                    if self._inflight.get(key) is finished:
+                        del self._inflight[key]
                 for pending in taken:
                     self._budget.release(pending.record.tenant, pending.size)
                 INGEST_INFLIGHT_ROWS.set(self._budget.total)
@@ -233,43 +260,61 @@ class BatchingWriter:
         )
         return rows, tallies, advance
 
-    async def _flush(self, taken: list[PendingChunk]) -> None:
+    async def _advance(
+        self,
+        conn: Any,
+        group: list[PendingChunk],
+        flush_id: int,
+        now: datetime,
+        received: Any,
+        moves: _Moves,
+    ) -> None:
+        """Move one batch's ledger over its chunks in this flush and keep their rows."""
+        record = group[0].record
+        chunks = group
+        while chunks:
+            rows, tallies, advance = self._prepare(chunks, flush_id, now, received)
+            if await self._store.advance(conn, advance, now):
+                moves.rows_by_kind.setdefault(record.kind, []).extend(rows)
+                moves.outcomes.extend(zip(chunks, tallies, strict=True))
+                moves.advances.append((advance, chunks))
+                return
+            # Another stream moved the ledger (the edge reconnected while its old stream still
+            # had chunks in flight), or the earlier flush holding this batch failed. What is
+            # committed is acknowledged as a duplicate; the rest goes on from the new committed
+            # index if it can.
+            await self._store.refresh(conn, record)
+            moves.conflicts.extend(p for p in chunks if p.index <= record.committed_index)
+            chunks = [p for p in chunks if p.index > record.committed_index]
+            if chunks and (chunks[0].index != record.committed_index + 1 or record.state != BatchState.OPEN):
+                moves.conflicts.extend(chunks)
+                return
+
+    async def _flush(self, taken: list[PendingChunk], earlier: dict[BatchKey, asyncio.Future[None]]) -> None:
         started = time.perf_counter()
         now = self._clock()
         received = self._store.encode_timestamp(now)
         groups: dict[BatchKey, list[PendingChunk]] = {}
         for pending in taken:
             groups.setdefault(pending.key, []).append(pending)
-        rows_by_kind: dict[ResultKind, list[tuple[Any, ...]]] = {}
-        outcomes: list[tuple[PendingChunk, Tally]] = []
-        conflicts: list[PendingChunk] = []
-        advances: list[tuple[LedgerAdvance, list[PendingChunk]]] = []
+        moves = _Moves()
         async with self._store.db.begin() as conn:
             flush_id = await self._store.begin_flush(conn, now)
-            for group in groups.values():
-                record = group[0].record
-                chunks = group
-                while chunks:
-                    rows, tallies, advance = self._prepare(chunks, flush_id, now, received)
-                    if await self._store.advance(conn, advance, now):
-                        rows_by_kind.setdefault(record.kind, []).extend(rows)
-                        outcomes.extend(zip(chunks, tallies, strict=True))
-                        advances.append((advance, chunks))
-                        break
-                    # Another stream moved the ledger (the edge reconnected while its old
-                    # stream still had chunks in flight). What it committed is acknowledged as
-                    # a duplicate; the rest goes on from the new committed index if it can.
-                    await self._store.refresh(conn, record)
-                    conflicts.extend(p for p in chunks if p.index <= record.committed_index)
-                    chunks = [p for p in chunks if p.index > record.committed_index]
-                    if chunks and (
-                        chunks[0].index != record.committed_index + 1 or record.state != BatchState.OPEN
-                    ):
-                        conflicts.extend(chunks)
-                        break
-            for kind, rows in rows_by_kind.items():
+            later = []
+            # One order for every flush, so two overlapping flushes never lock ledger rows crosswise.
+            for key in sorted(groups):
+                if key in earlier:
+                    later.append(groups[key])
+                else:
+                    await self._advance(conn, groups[key], flush_id, now, received, moves)
+            if later:
+                # These batches have chunks in a flush still running: theirs must move first.
+                await asyncio.gather(*{id(f): f for f in earlier.values()}.values())
+                for group in later:
+                    await self._advance(conn, group, flush_id, now, received, moves)
+            for kind, rows in moves.rows_by_kind.items():
                 await self._store.write_rows(conn, kind, rows)
-        for advance, _chunks in advances:
+        for advance, _chunks in moves.advances:
             record = advance.record
             record.committed_index = advance.last_index
             record.accepted += advance.accepted
@@ -278,7 +323,7 @@ class BatchingWriter:
             if advance.final:
                 record.state = BatchState.COMMITTED
                 record.completion = advance.completion
-        for pending, tally in outcomes:
+        for pending, tally in moves.outcomes:
             INGEST_RESULTS.labels(pending.record.kind.value, "accepted").inc(tally.accepted)
             if tally.rejected:
                 INGEST_RESULTS.labels(pending.record.kind.value, "rejected").inc(tally.rejected)
@@ -288,7 +333,7 @@ class BatchingWriter:
                 pending.future.set_result(
                     ChunkOutcome(pending.index, tally.accepted, tally.rejected, tally.first_reject, state)
                 )
-        for pending in conflicts:
+        for pending in moves.conflicts:
             if pending.future.done():
                 continue
             if pending.index <= pending.record.committed_index:
@@ -304,4 +349,4 @@ class BatchingWriter:
         INGEST_FLUSH_ROWS.observe(sum(p.size for p in taken))
         INGEST_FLUSH_SECONDS.observe(time.perf_counter() - started)
         if self._on_flush is not None:
-            self._on_flush(flush_id)
+            self._on_flush(CommittedFlush(flush_id, moves.rows_by_kind))

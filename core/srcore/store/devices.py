@@ -219,25 +219,30 @@ def _mac_kind(column: str) -> str:
 # device's attributes move. Those rows never leave PostgreSQL: their latest observation per
 # device is folded into the device row, and the row is rewritten only when an attribute changed
 # or last_seen moved by the resolution or more. Every other row (an unknown or disagreeing
-# identifier, or a device such a row touches) is returned for the rules in Python; so are the
-# updated device ids (to refresh the cache) and the number of rows resolved here.
+# identifier, a device such a row touches, a row older than its device's first_seen) is returned
+# for the rules in Python; so are the updated device ids (to refresh the cache) and the number
+# of rows resolved here.
+_MAC_TAKES = f"(l.mkind = 'mac' OR (l.mkind = 'random-mac' AND {_mac_kind('d.mac')} <> 'mac'))"
 _KNOWN_SWEEPS = f"""
-WITH obs AS MATERIALIZED (
-  SELECT s.tenant, s.partition, s.ip, s.mac, s.hostname, s.available, s.observed_at,
-         {_mac_kind("s.mac")} AS mkind
-  FROM sweep_host_results s WHERE s.flush_id = ANY(%(flushes)s)
-), classified AS MATERIALIZED (
-  SELECT o.*, i.device_id AS ip_dev, m.device_id AS mac_dev, d.device_id AS dev
-  FROM obs o
+WITH classified AS MATERIALIZED (
+  SELECT o.tenant, o.partition, o.ip, o.mac, o.hostname, o.available, o.observed_at, o.mkind,
+         i.device_id AS ip_dev, m.device_id AS mac_dev,
+         CASE WHEN d.merged_into IS NULL AND d.sources ? 'sweep' AND o.observed_at >= d.first_seen
+                   AND (o.ip = '' OR i.device_id = d.device_id)
+                   AND (o.mkind = '' OR m.device_id = d.device_id)
+              THEN d.device_id END AS dev
+  FROM (
+    SELECT s.tenant, s.partition, s.ip, s.mac, s.hostname, s.available, s.observed_at,
+           {_mac_kind("s.mac")} AS mkind
+    FROM sweep_host_results s WHERE s.flush_id = ANY(%(flushes)s)
+  ) o
   LEFT JOIN device_identifiers i
     ON o.ip <> '' AND i.tenant = o.tenant AND i.kind = 'ip' AND i.value = o.ip AND i.partition = o.partition
   LEFT JOIN device_identifiers m
     ON o.mkind <> '' AND m.tenant = o.tenant AND m.kind = o.mkind AND m.value = o.mac
        AND m.partition = CASE WHEN o.mkind = 'mac' THEN '' ELSE o.partition END
-  LEFT JOIN devices d
-    ON d.tenant = o.tenant AND d.device_id = COALESCE(m.device_id, i.device_id)
-       AND d.merged_into IS NULL AND d.sources ? 'sweep'
-       AND (o.ip = '' OR i.device_id = d.device_id) AND (o.mkind = '' OR m.device_id = d.device_id)
+  -- Equality only, so PostgreSQL can hash or index-probe it whatever it thinks of the row counts.
+  LEFT JOIN devices d ON d.tenant = o.tenant AND d.device_id = COALESCE(m.device_id, i.device_id)
 ), tainted AS (
   SELECT tenant, ip_dev AS dev FROM classified WHERE dev IS NULL AND ip_dev IS NOT NULL
   UNION
@@ -247,30 +252,20 @@ WITH obs AS MATERIALIZED (
               AND NOT EXISTS (SELECT 1 FROM tainted t WHERE t.tenant = c.tenant AND t.dev = c.dev) AS fast
   FROM classified c
 ), latest AS (
-  SELECT DISTINCT ON (tenant, dev) tenant, dev, partition, ip, mac, mkind, hostname, available, observed_at,
-         min(observed_at) OVER (PARTITION BY tenant, dev) AS first
-  FROM routed WHERE fast ORDER BY tenant, dev, observed_at DESC
-), changes AS (
-  SELECT d.tenant, d.device_id,
-    CASE WHEN l.observed_at >= d.last_seen THEN l.partition ELSE d.partition END AS partition,
-    CASE WHEN l.observed_at >= d.last_seen AND l.ip <> '' THEN l.ip ELSE d.ip END AS ip,
-    CASE WHEN l.observed_at >= d.last_seen
-              AND (l.mkind = 'mac' OR (l.mkind = 'random-mac' AND {_mac_kind("d.mac")} <> 'mac'))
-         THEN l.mac ELSE d.mac END AS mac,
-    CASE WHEN l.observed_at >= d.last_seen AND l.hostname <> '' THEN l.hostname ELSE d.hostname END
-      AS hostname,
-    CASE WHEN l.observed_at >= d.last_seen THEN l.available ELSE d.available END AS available,
-    LEAST(d.first_seen, l.first) AS first_seen,
-    GREATEST(d.last_seen, l.observed_at) AS last_seen
-  FROM latest l JOIN devices d ON d.tenant = l.tenant AND d.device_id = l.dev
+  SELECT DISTINCT ON (tenant COLLATE "C", dev COLLATE "C")
+         tenant, dev, partition, ip, mac, mkind, hostname, available, observed_at
+  FROM routed WHERE fast ORDER BY tenant COLLATE "C", dev COLLATE "C", observed_at DESC
 ), updated AS (
-  UPDATE devices d SET partition = c.partition, ip = c.ip, mac = c.mac, hostname = c.hostname,
-    available = c.available, first_seen = c.first_seen, last_seen = c.last_seen
-  FROM changes c
-  WHERE d.tenant = c.tenant AND d.device_id = c.device_id AND d.merged_into IS NULL
-    AND ((c.partition, c.ip, c.mac, c.hostname, c.available, c.first_seen)
-           IS DISTINCT FROM (d.partition, d.ip, d.mac, d.hostname, d.available, d.first_seen)
-         OR c.last_seen >= d.last_seen + %(resolution)s * interval '1 second')
+  UPDATE devices d SET partition = l.partition,
+    ip = CASE WHEN l.ip <> '' THEN l.ip ELSE d.ip END,
+    mac = CASE WHEN {_MAC_TAKES} THEN l.mac ELSE d.mac END,
+    hostname = CASE WHEN l.hostname <> '' THEN l.hostname ELSE d.hostname END,
+    available = l.available, last_seen = l.observed_at
+  FROM latest l
+  WHERE d.tenant = l.tenant AND d.device_id = l.dev AND d.merged_into IS NULL AND l.observed_at >= d.last_seen
+    AND (l.partition <> d.partition OR l.available <> d.available OR (l.ip <> '' AND l.ip <> d.ip)
+         OR (l.hostname <> '' AND l.hostname <> d.hostname) OR ({_MAC_TAKES} AND l.mac <> d.mac)
+         OR l.observed_at >= d.last_seen + %(resolution)s * interval '1 second')
   RETURNING d.tenant, d.device_id
 )
 SELECT 'updated', tenant, device_id, NULL, NULL, NULL, NULL::boolean, NULL::timestamptz FROM updated
@@ -301,6 +296,9 @@ async def resolve_known_sweeps(
     rest: list[Observation] = []
     updated: list[tuple[str, str]] = []
     resolved = 0
+    # Compiling this one statement costs more than running it for a round's rows, and a round's
+    # rows (up to ~100k) sort and hash in memory rather than spill to disk.
+    await conn.exec_driver_sql("SET LOCAL jit = off; SET LOCAL work_mem = '64MB'")
     rows = await conn.exec_driver_sql(_KNOWN_SWEEPS, {"flushes": list(flush_ids), "resolution": resolution})
     for row in rows:
         what, tenant, partition, ip, mac, hostname, available, observed = cast(tuple[Any, ...], row)

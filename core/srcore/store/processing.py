@@ -365,6 +365,10 @@ async def process_pending(
             query = query.with_for_update(skip_locked=True)
         ids = [int(i) for i in (await conn.execute(query)).scalars()]
         if ids:
+            if db.is_postgres:
+                # A round sorts every row of its flushes to find each host's latest: in memory,
+                # not in temporary files (PostgreSQL's default work_mem is 4 MB).
+                await conn.exec_driver_sql("SET LOCAL work_mem = '64MB'")
             updates, transitions = await _fold_checks(conn, ids, policy)
             await conn.exec_driver_sql(
                 host_projection(conn.dialect.name, policy.max_open_ports_per_host, ids)
