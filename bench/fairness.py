@@ -2,12 +2,13 @@
 
     python -m bench.fairness [--results 200000] [--per-chunk 500] [--store postgres|sqlite]
 
-One `srcore serve`, one run, the same generated data:
+One `srcore serve`, one run, the same generated data, --rounds times over:
   1. tenant B (`default`) alone: one stream of --results results; its results/s;
   2. tenant A (`flood`) opens 20 streams and keeps them busy, and B sends the same again;
      B's results/s under the flood, and what A got meanwhile.
-Prints B's contended/solo ratio (the ingest issue asks for at least 0.5). Each tenant runs in
-its own load-generator process, with its own edge certificate.
+Prints the medians and B's contended/solo ratio (the ingest issue asks for at least 0.5), and
+B's share of what was committed under the flood (the scheduler aims at one half). Each tenant
+runs in its own load-generator process, with its own edge certificate.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import os
 import shutil
 import signal
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -95,6 +97,7 @@ def main() -> None:
     parser.add_argument("--results", type=int, default=200_000, help="tenant B's results per phase")
     parser.add_argument("--per-chunk", type=int, default=500)
     parser.add_argument("--store", default="postgres", choices=["postgres", "sqlite"])
+    parser.add_argument("--rounds", type=int, default=3, help="solo/contended pairs; medians are printed")
     parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432/postgres")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="srcore-fairness-bench-"))
@@ -109,27 +112,36 @@ def main() -> None:
         create_tenant(address, pki, FLOOD_TENANT)
         cert, key = flood_certificate(pki)
 
-        solo = run_client(address, pki, 1, args.per_chunk, args.results)
-        print(f"B alone, 1 stream x {args.per_chunk}/chunk:        {solo['rate']:>10,.0f} results/s")
-
-        # A floods with far more than it can send while B runs, so it is busy throughout.
-        flood = start_flood(address, pki, cert, key, args.per_chunk, args.results * 50)
-        time.sleep(3.0)  # A's 20 streams open and fill their windows first
-        before = flood_rows(url, data)
-        started = time.perf_counter()
-        contended = run_client(address, pki, 1, args.per_chunk, args.results)
-        elapsed = time.perf_counter() - started
-        flood_rate = (flood_rows(url, data) - before) / elapsed
-        still_flooding = flood.poll() is None
-        flood.send_signal(signal.SIGINT)
-        flood.wait(timeout=60)
-        print(f"B beside A's {FLOOD_STREAMS} streams:                {contended['rate']:>10,.0f} results/s")
-        print(f"A meanwhile ({FLOOD_STREAMS} streams):                  {flood_rate:>10,.0f} results/s")
-        ratio = contended["rate"] / solo["rate"]
-        print(f"B kept {ratio:.2f} of its solo throughput (goal >= 0.5)"
-              + ("" if still_flooding else "  [A finished early: rerun with more --results]"))  # fmt: skip
-        print(json.dumps({"solo": solo["rate"], "contended": contended["rate"], "flood": flood_rate,
-                          "ratio": ratio, "load": os.getloadavg()[0]}))  # fmt: skip
+        solos, contendeds, floods, shares = [], [], [], []
+        for _ in range(args.rounds):
+            solo = run_client(address, pki, 1, args.per_chunk, args.results)["rate"]
+            # A floods with far more than it can send while B runs, so it is busy throughout.
+            flood = start_flood(address, pki, cert, key, args.per_chunk, args.results * 50)
+            time.sleep(3.0)  # A's 20 streams open and fill their windows first
+            before = flood_rows(url, data)
+            started = time.perf_counter()
+            contended = run_client(address, pki, 1, args.per_chunk, args.results)["rate"]
+            flood_rate = (flood_rows(url, data) - before) / (time.perf_counter() - started)
+            if flood.poll() is not None:
+                raise SystemExit("A finished before B: rerun with more --results")
+            flood.send_signal(signal.SIGINT)
+            flood.wait(timeout=60)
+            solos.append(solo)
+            contendeds.append(contended)
+            floods.append(flood_rate)
+            shares.append(contended / (contended + flood_rate))
+            print(
+                f"round {len(solos)}: B alone {solo:,.0f}/s, B beside A {contended:,.0f}/s, "
+                f"A {flood_rate:,.0f}/s, B's share {shares[-1]:.2f}"
+            )
+        solo, contended = statistics.median(solos), statistics.median(contendeds)
+        print(f"B alone, 1 stream x {args.per_chunk}/chunk (median): {solo:>10,.0f} results/s")
+        print(f"B beside A's {FLOOD_STREAMS} streams (median):     {contended:>10,.0f} results/s")
+        print(f"A meanwhile (median):                      {statistics.median(floods):>10,.0f} results/s")
+        print(f"B's share of the rows committed under the flood (median): {statistics.median(shares):.2f}")
+        print(f"B kept {contended / solo:.2f} of its solo throughput (goal >= 0.5)")
+        print(json.dumps({"solo": solos, "contended": contendeds, "flood": floods, "share": shares,
+                          "ratio": contended / solo, "load": os.getloadavg()[0]}))  # fmt: skip
     finally:
         if core is not None:
             core.terminate()

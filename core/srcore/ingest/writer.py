@@ -224,16 +224,22 @@ class BatchingWriter:
                 INGEST_INFLIGHT_ROWS.set(self._budget.total)
                 self._wakeup.set()
 
-    def _prepare(
+    async def _prepare(
         self, chunks: list[PendingChunk], flush_id: int, now: datetime, received: Any
     ) -> tuple[list[tuple[Any, ...]], list[Tally], LedgerAdvance]:
-        """Rows and counts of consecutive chunks of one batch, and the ledger move they make."""
+        """Rows and counts of consecutive chunks of one batch, and the ledger move they make.
+
+        The event loop gets a turn between chunks: building a whole flush's rows takes tens of
+        milliseconds, which other calls (heartbeats, other streams' reads) should not wait out.
+        """
         record = chunks[0].record
         encode = self._store.encode_timestamp
         build = _ROW_BUILDERS[record.kind]
         rows: list[tuple[Any, ...]] = []
         tallies = []
-        for pending in chunks:
+        for n, pending in enumerate(chunks):
+            if n:
+                await asyncio.sleep(0)
             chunk = pending.chunk
             observed = (
                 encode(chunk.observed_at.ToDatetime(now.tzinfo))
@@ -273,7 +279,7 @@ class BatchingWriter:
         record = group[0].record
         chunks = group
         while chunks:
-            rows, tallies, advance = self._prepare(chunks, flush_id, now, received)
+            rows, tallies, advance = await self._prepare(chunks, flush_id, now, received)
             if await self._store.advance(conn, advance, now):
                 moves.rows_by_kind.setdefault(record.kind, []).extend(rows)
                 moves.outcomes.extend(zip(chunks, tallies, strict=True))
