@@ -7,14 +7,16 @@ In one run, on the same generated data (bench/ingest_client.py's payload pool):
   (b) identity on: time until every chunk is acknowledged AND every committed flush is
       identified (resolved to devices), hence results/s end to end and the ratio (b)/(a);
   (c) a repeat sweep on a fresh core: the same 64,000 hosts (about a /16) swept twice; for
-      each sweep, the share of results resolved by the known-sweep fast path in PostgreSQL
-      and the identity cache hit rate of the others, from the core's /metrics.
+      each sweep, the share of results resolved by the fast path (every identifier cached,
+      naming one live device) and the identity cache hit rate, from the core's /metrics.
+The load average is printed before and after: on a shared machine it moves the figures a lot.
 Each scenario runs `srcore serve` on its own fresh PostgreSQL database.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import subprocess
@@ -53,6 +55,25 @@ def start(data_dir: Path, port: int, metrics_port: int, env: dict[str, str]) -> 
     raise RuntimeError((data_dir / "srcore.log").read_text())
 
 
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time a process has used (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def backend_cpu(url: str) -> dict[int, float]:
+    """CPU time used so far by each PostgreSQL backend connected to the benchmark's database."""
+    with psycopg.connect(url) as conn:
+        pids = [int(row[0]) for row in conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )]  # fmt: skip
+    found = {}
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            found[pid] = cpu_seconds(pid)
+    return found
+
+
 def unidentified(url: str) -> int:
     """Committed flushes not yet resolved to devices."""
     with psycopg.connect(url) as conn:
@@ -74,8 +95,13 @@ COUNTERS = (
 )
 
 
+def load() -> str:
+    """The machine's load averages (1, 5, 15 minutes)."""
+    return " ".join(f"{value:.2f}" for value in os.getloadavg())
+
+
 def counters(metrics_port: int) -> dict[str, float]:
-    """The core's identity counters so far (cache hits and misses, known-sweep rows, observations)."""
+    """The core's identity counters so far (cache hits and misses, fast-path rows, observations)."""
     with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as answer:
         text = answer.read().decode()
     values = dict.fromkeys(COUNTERS, 0.0)
@@ -104,12 +130,19 @@ class Core:
     def push(self, streams: int, per_chunk: int, results: int) -> dict[str, float]:
         """Run the load generator; adds `total` (seconds until acked and, with identity, identified)."""
         started = time.perf_counter()
+        cpu = cpu_seconds(self.process.pid)
+        backends = backend_cpu(self.url)
         figures = run_client(f"127.0.0.1:{self.port}", self.data / "pki", streams, per_chunk, results)
         acked = time.perf_counter() - started
         if self.identity:
             wait_identified(self.url)
         total = time.perf_counter() - started
         figures.update(acked_seconds=acked, total=total, end_to_end=figures["results"] / total)
+        # CPU the core used, in microseconds per result: steadier than rates on a shared machine.
+        figures.update(cpu_us=(cpu_seconds(self.process.pid) - cpu) * 1e6 / figures["results"])
+        # The core's PostgreSQL connections (pooled, so they outlive the run): the store's share.
+        used = sum(value - backends.get(pid, 0.0) for pid, value in backend_cpu(self.url).items())
+        figures.update(pg_us=used * 1e6 / figures["results"])
         return figures
 
     def close(self) -> None:
@@ -134,7 +167,8 @@ def main() -> None:
         pki = ensure_dev_pki(work / "pki").directory
         hosts = POOL * args.per_chunk
         print(f"identity benchmark: {args.results:,} sweep results over {hosts:,} distinct hosts, "
-              f"{args.streams} streams x {args.per_chunk}/chunk, PostgreSQL\n")  # fmt: skip
+              f"{args.streams} streams x {args.per_chunk}/chunk, PostgreSQL")  # fmt: skip
+        print(f"load average before: {load()}\n")
         figures: dict[bool, dict[str, float]] = {}
         for identity in (False, True):
             core = Core(work, pki, args.postgres, f"identity-{identity}", identity)
@@ -145,7 +179,8 @@ def main() -> None:
             f = figures[identity]
             label = "(b) identity on, acked + identified" if identity else "(a) identity off, acked"
             print(f"{label:<40} {f['end_to_end']:>10,.0f} results/s   ({f['total']:.2f} s; "
-                  f"acked at {f['rate']:,.0f} results/s)")  # fmt: skip
+                  f"acked at {f['rate']:,.0f} results/s; CPU per result: core {f['cpu_us']:.1f} us, "
+                  f"PostgreSQL {f['pg_us']:.1f} us)")  # fmt: skip
         ratio = figures[True]["end_to_end"] / figures[False]["end_to_end"]
         print(f"{'(b)/(a)':<40} {ratio:>10.2f}   (goal: at least 0.80)\n")
 
@@ -167,12 +202,15 @@ def main() -> None:
                 before = now
                 rate = hits / (hits + misses) if hits + misses else 0.0
                 share = known / seen if seen else 0.0
-                print(f"(c) repeat sweep {sweep} of {sweep_hosts:,} hosts: {share:6.1%} resolved as known "
-                      f"sweeps in the store; cache hit rate of the rest {rate:6.1%} "
+                print(f"(c) repeat sweep {sweep} of {sweep_hosts:,} hosts: {share:6.1%} resolved by the fast "
+                      f"path; cache hit rate {rate:6.1%} "
                       f"({hits:,.0f} hits, {misses:,.0f} misses); "
-                      f"{result['end_to_end']:,.0f} results/s acked + identified")  # fmt: skip
+                      f"{result['end_to_end']:,.0f} results/s acked + identified; "
+                      f"CPU per result: core {result['cpu_us']:.1f} us, "
+                      f"PostgreSQL {result['pg_us']:.1f} us")  # fmt: skip
         finally:
             core.close()
+        print(f"\nload average after: {load()}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -18,7 +18,9 @@ from serviceradar.admin.v1 import poller_service_pb2 as poller_pb
 from serviceradar.admin.v1 import poller_service_pb2_grpc as poller_grpc
 from serviceradar.edge.v1 import edge_service_pb2 as pb
 from srcore.app import CoreApp
+from srcore.domain.signals import Resync
 from srcore.settings import Settings
+from srcore.store.tables import pollers
 from tests.dispatch.conftest import SETTINGS, World
 from tests.dispatch.support import DEADLINE, EdgePoller, Operator, edge_channel, eventually, names
 from tests.helpers.core import DevCredentials, RunningCore
@@ -143,3 +145,21 @@ async def test_a_replica_shutting_down_ends_streams_with_unavailable(tmp_path: P
     assert stream.error is not None and stream.error.code() == grpc.StatusCode.UNAVAILABLE
     assert "shutting down" in (stream.error.details() or "")
     await poller.close()
+
+
+async def test_after_missed_signals_heartbeats_learn_the_stored_version_without_losing_memory(
+    world: World,
+) -> None:
+    p1 = await world.poller("p1", "dc1", heartbeats=False)
+    before = await p1.heartbeat()
+    app = world.site.app
+    # A configuration change whose ConfigChanged signal this replica missed.
+    async with app.db.begin() as conn:
+        await conn.execute(
+            pollers.update().where(pollers.c.poller_id == "p1").values(desired_config_version="v-missed")
+        )
+    assert (await p1.heartbeat()).config_version == before.config_version
+    # The signal bus says signals were lost: the registry re-reads every version in one read.
+    await app.signals.publish([Resync()])
+    answer = await eventually(p1.heartbeat, lambda a: a.config_version == "v-missed")
+    assert answer.config_outdated

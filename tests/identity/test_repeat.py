@@ -46,7 +46,7 @@ async def test_an_unchanged_repeat_sweep_writes_no_device_rows(core: RunningCore
     writes, misses = stage.device_writes, stage.misses
 
     # Ten seconds later, nothing changed: no device row is rewritten, no identifier is read
-    # from the store (the cache, or on PostgreSQL the known-sweep join, answers).
+    # from the store (the fast path answers from the cache).
     await push(core, "dc1", sweep=sweep(T0 + timedelta(seconds=10)))
     assert (stage.device_writes, stage.misses) == (writes, misses)
     again = by_ip(await list_devices(core))

@@ -16,10 +16,13 @@ from srcore.domain.identity import (
     Observation,
     canonical_id,
     device_state,
+    fold_known_sweep,
+    identifiers,
     mac_class,
     needs_write,
     normalize_ip,
     normalize_mac,
+    sweep_identifiers,
 )
 from srcore.ingest.identity import TtlCache
 
@@ -225,5 +228,38 @@ def test_the_identity_cache_expires_and_evicts_the_least_recently_used() -> None
     assert (cache.get("b", now=5.0), cache.get("a", now=5.0), cache.get("c", now=5.0)) == (None, "1", "3")
     assert cache.get("a", now=10.5) is None  # expired
     assert cache.get("c", now=10.5) == "3"
-    cache.discard("c")
-    assert len(cache) == 0
+    assert len(cache) == 1  # the expired entry was dropped when read
+
+
+@pytest.mark.parametrize(
+    ("seconds", "ip", "mac", "available", "hostname"),
+    [
+        (10, "10.0.0.5", UNIVERSAL, True, "host-0"),  # nothing changed, last_seen moved a little
+        (90, "10.0.0.5", UNIVERSAL, True, "host-0"),  # last_seen moved past the resolution
+        (10, "10.0.0.5", UNIVERSAL, False, "host-0"),  # went down
+        (10, "10.0.0.5", UNIVERSAL, True, ""),  # no host name: the known one stays
+        (10, "10.0.0.5", RANDOM, True, "other"),  # a random MAC never displaces the universal one
+        (-60, "10.0.0.5", UNIVERSAL, False, "old"),  # older than last_seen: attributes stay
+    ],
+)
+def test_the_fast_fold_of_a_known_sweep_result_is_what_the_rules_decide(
+    seconds: int, ip: str, mac: str, available: bool, hostname: str
+) -> None:
+    minute = timedelta(seconds=60)
+    ruled, folded = World(), World()
+    for n in (1, 3):
+        seen = obs(n, ip="10.0.0.5", mac=UNIVERSAL)
+        seen.hostname = "host-0"
+        (by_rules,) = ruled.resolve(seen)
+        (by_fold,) = folded.resolve(seen)
+    stored = (device_state(by_rules), by_rules.last_seen)
+    # The fast path only takes results no older than the device's first_seen (T0 + 1 min).
+    at = T0 + timedelta(minutes=3, seconds=seconds)
+    (by_rules,) = ruled.resolve(Observation("acme", "dc1", ip, mac, hostname, available, at, "sweep", {}))
+    write = needs_write(by_rules, stored, minute)
+    if not write:
+        by_rules.last_seen = stored[1]
+    assert fold_known_sweep(by_fold, "dc1", ip, mac, hostname, available, at, minute) == write
+    assert by_fold == by_rules
+    carried = Observation("acme", "dc1", ip, mac, hostname, available, at, "sweep", {})
+    assert sweep_identifiers("dc1", ip, mac) == tuple(k for keys in identifiers(carried) for k in keys)

@@ -114,7 +114,10 @@ class ConfigHub:
             elif isinstance(signal, Resync):
                 # Changes may have been missed: everything cached is suspect.
                 log.info("configuration signals resynchronising: streams re-read the store")
-                self._registry.forget()
+                try:
+                    await self._registry.refresh()
+                except Exception as exc:  # the store is down: keep answering from memory
+                    log.warning("could not re-read the pollers' configuration versions: %s", exc)
                 for watches in list(self._watches.values()):
                     for watch in list(watches):
                         watch.notify()

@@ -33,6 +33,8 @@ MAC = "mac"
 IP = "ip"
 RANDOM_MAC = "random-mac"
 STRONG_KINDS = (EXTERNAL, MAC)
+# The source of sweep host results (integrations name their own).
+SWEEP_SOURCE = "sweep"
 WEAK_KINDS = (IP, RANDOM_MAC)
 
 _MAC_TEXT = re.compile(r"[0-9a-f]{2}([:-]?)[0-9a-f]{2}(?:\1[0-9a-f]{2}){4}")
@@ -193,6 +195,15 @@ def identifiers(obs: Observation) -> tuple[list[IdentifierKey], list[IdentifierK
     return strong, weak, recorded
 
 
+def sweep_identifiers(partition: str, ip: str, mac: str) -> tuple[IdentifierKey, ...]:
+    """A sweep result's identifiers, strongest first: what `identifiers` gives, flattened."""
+    kind = mac_class(mac)
+    if kind == MAC:
+        return ((MAC, mac, ""), (IP, ip, partition)) if ip else ((MAC, mac, ""),)
+    keys: tuple[IdentifierKey, ...] = ((IP, ip, partition),) if ip else ()
+    return (*keys, (RANDOM_MAC, mac, partition)) if kind else keys
+
+
 class IdentityView:
     """Known links and devices of the tenants in a batch (a read-through of store and cache).
 
@@ -281,12 +292,48 @@ class IdentityResolver:
                 device = self._merge(obs, [device, other], [*strong, key], survivor=device)
         if device is None:
             device = self._create(obs, (strong or weak or recorded)[0])
-        self._observe(device, obs)
+        self.observe(device, obs)
         for key in (*strong, *weak, *recorded):
             if view.links.get((tenant, key)) != device.device_id:
                 view.links[(tenant, key)] = device.device_id
                 self.result.links[(tenant, key)] = device.device_id
         return device
+
+    def create_unseen(
+        self,
+        tenant: str,
+        partition: str,
+        ip: str,
+        mac: str,
+        hostname: str,
+        available: bool,
+        observed_at: datetime,
+        keys: tuple[IdentifierKey, ...],
+    ) -> bool:
+        """Resolve a sweep result none of whose identifiers `keys` (`sweep_identifiers`) names a device.
+
+        The caller makes sure no other observation of the batch carries any of them, so the
+        result is what `resolve` would make in any order: a new device named by all of them.
+        Returns False, doing nothing, when the new device's id is already in the view (then
+        `resolve` must decide).
+        """
+        if not keys:
+            return False
+        view = self.view
+        device_id = canonical_id(tenant, keys[0])
+        device_key = (tenant, device_id)
+        if device_key in view.devices:
+            return False
+        device = Device(tenant, device_id, partition, ip, mac, hostname, available, observed_at, observed_at,
+                        None, {}, [SWEEP_SOURCE])  # fmt: skip
+        view.devices[device_key] = device
+        result = self.result
+        result.devices[device_key] = device
+        result.created += 1
+        for key in keys:
+            view.links[(tenant, key)] = device_id
+            result.links[(tenant, key)] = device_id
+        return True
 
     def _create(self, obs: Observation, key: IdentifierKey) -> Device:
         device_id = canonical_id(obs.tenant, key)
@@ -347,8 +394,12 @@ class IdentityResolver:
     def _touch(self, device: Device) -> None:
         self.result.devices[(device.tenant, device.device_id)] = device
 
-    def _observe(self, device: Device, obs: Observation) -> None:
-        """Fold the observation's attributes in; the latest observation wins."""
+    def observe(self, device: Device, obs: Observation) -> None:
+        """Fold the observation's attributes into `device`; the latest observation wins.
+
+        `resolve` calls it; call it directly only for an observation whose every identifier
+        already names `device` (then the rules change no link and make no merge).
+        """
         if obs.observed_at >= device.last_seen:
             device.last_seen = obs.observed_at
             device.partition = obs.partition
@@ -394,6 +445,54 @@ def needs_write(device: Device, stored: tuple[DeviceState, datetime] | None, res
         return True
     state, last_seen = stored
     return device_state(device) != state or device.last_seen - last_seen >= resolution
+
+
+def fold_known_sweep(
+    device: Device,
+    partition: str,
+    ip: str,
+    mac: str,
+    hostname: str,
+    available: bool,
+    observed_at: datetime,
+    resolution: timedelta,
+) -> bool:
+    """Fold a sweep result whose every identifier names live `device`; True when it must be written.
+
+    What `IdentityResolver.observe` then `needs_write` decide for such a result, without
+    building an Observation or comparing whole device states: attributes and last_seen move
+    only when an attribute changed or last_seen moved by `resolution` or more (otherwise the
+    device is left exactly as stored). The caller makes sure `observed_at >= device.first_seen`.
+    """
+    write = False
+    if SWEEP_SOURCE not in device.sources:
+        device.sources = sorted({*device.sources, SWEEP_SOURCE})
+        write = True
+    if observed_at < device.last_seen:
+        return write
+    kind = mac_class(mac)
+    # A random MAC never displaces the universal one the device is known by.
+    takes_mac = kind == MAC or (kind == RANDOM_MAC and mac_class(device.mac) != MAC)
+    new_mac = mac if takes_mac else device.mac
+    new_ip = ip or device.ip
+    new_hostname = hostname or device.hostname
+    if (
+        write
+        or partition != device.partition
+        or available != device.available
+        or new_ip != device.ip
+        or new_mac != device.mac
+        or new_hostname != device.hostname
+        or observed_at - device.last_seen >= resolution
+    ):
+        device.partition = partition
+        device.available = available
+        device.ip = new_ip
+        device.mac = new_mac
+        device.hostname = new_hostname
+        device.last_seen = observed_at
+        return True
+    return False
 
 
 def evidence_text(evidence: Iterable[IdentifierKey]) -> str:

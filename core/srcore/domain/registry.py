@@ -85,6 +85,9 @@ class PollerStore(Protocol):
     async def config_entries(self, tenant: str, poller_id: str) -> list[tuple[str, str, str]]:
         """(kind, item id, digest) of each work item assigned to the poller."""
 
+    async def live_views(self) -> dict[tuple[str, str], tuple[PollerState, str, str]]:
+        """(state, desired configuration version, partition) of every poller, by (tenant, poller)."""
+
     async def record_heartbeats(
         self, pending: Sequence[PendingHeartbeat], replica_id: str, fencing_token: int
     ) -> dict[tuple[str, str], PollerState]:
@@ -261,10 +264,27 @@ class RegistryService:
         if live is not None:
             live.desired_version = version
 
-    def forget(self) -> None:
-        """Forget what this replica remembers of live pollers (configuration changes may have
-        been missed): the next heartbeat of each reads the store again."""
-        self._live.clear()
+    async def refresh(self) -> int:
+        """Re-read, in one store read, what heartbeats of the pollers this replica remembers
+        are answered from (configuration changes may have been missed); returns how many
+        changed. Heartbeats go on being answered from memory meanwhile: a fleet's worth of
+        them never waits on the store at once."""
+        if not self._live:
+            return 0
+        views = await self._store.live_views()
+        changed = 0
+        for key, live in self._live.items():
+            found = views.get(key)
+            if found is None:
+                continue
+            state, desired, partition = found
+            # A queued heartbeat's transition is checked against the store when it is flushed.
+            if key in self._pending:
+                state = live.state
+            if (state, desired, partition) != (live.state, live.desired_version, live.partition):
+                live.state, live.desired_version, live.partition = state, desired, partition
+                changed += 1
+        return changed
 
     def take_pending(self) -> list[PendingHeartbeat]:
         """Hand over the heartbeats not yet written (the flusher writes them)."""

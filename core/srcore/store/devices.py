@@ -17,7 +17,15 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from srcore.domain.identity import Device, IdentifierKey, Merge, Observation, Resolution, evidence_text
+from srcore.domain.identity import (
+    SWEEP_SOURCE,
+    Device,
+    IdentifierKey,
+    Merge,
+    Observation,
+    Resolution,
+    evidence_text,
+)
 from srcore.domain.model import Transition
 from srcore.events.outbox import write_events
 from srcore.store.database import Database
@@ -26,7 +34,6 @@ from srcore.store.ingest import sqlite_timestamp
 from srcore.store.ingest_tables import device_updates, ingest_flushes, sweep_host_results
 
 SQLITE_CHUNK = 500
-SWEEP_SOURCE = "sweep"
 
 _DEVICE_COLUMNS = (
     "tenant", "device_id", "partition", "ip", "mac", "hostname", "available", "first_seen", "last_seen",
@@ -149,23 +156,21 @@ async def mark_identified(conn: AsyncConnection, flush_ids: Sequence[int]) -> No
     )
 
 
-async def read_observations(conn: AsyncConnection, flush_ids: Sequence[int]) -> list[Observation]:
-    """The sweep host results and device updates of these flushes, oldest observation first."""
-    postgres = conn.dialect.name == "postgresql"
-    out: list[Observation] = []
+# A sweep result as identity needs it: (tenant, partition, ip, mac, hostname, available, observed_at).
+SweepRow = tuple[str, str, str, str, str, bool, datetime]
+
+
+async def read_sweeps(conn: AsyncConnection, flush_ids: Sequence[int]) -> list[SweepRow]:
+    """The sweep host results of these flushes, as plain tuples (no per-row object)."""
     s = sweep_host_results.c
     rows = await conn.execute(
         sa.select(s.tenant, s.partition, s.ip, s.mac, s.hostname, s.available, s.observed_at).where(
             s.flush_id.in_(list(flush_ids))
         )
     )
-    append = out.append
-    for tenant, partition, ip, mac, hostname, available, observed in rows:
-        when = observed if postgres else _at(observed)
-        append(Observation(tenant, partition, ip, mac, hostname, available, when, SWEEP_SOURCE))
-    out.extend(await read_device_updates(conn, flush_ids))
-    out.sort(key=lambda o: o.observed_at)
-    return out
+    if conn.dialect.name == "postgresql":
+        return [cast(SweepRow, tuple(row)) for row in rows]
+    return [(t, p, ip, mac, host, bool(up), _at(at)) for t, p, ip, mac, host, up, at in rows]
 
 
 async def read_device_updates(conn: AsyncConnection, flush_ids: Sequence[int]) -> list[Observation]:
@@ -191,124 +196,6 @@ async def read_device_updates(conn: AsyncConnection, flush_ids: Sequence[int]) -
         ids = json.loads(external) if external and external != "{}" else {}
         out.append(Observation(tenant, partition, ip, mac, hostname, available, when, source, ids))
     return out
-
-
-async def flush_tenants(conn: AsyncConnection, flush_ids: Sequence[int]) -> list[str]:
-    """The tenants whose observations these flushes hold."""
-    s, d = sweep_host_results.c, device_updates.c
-    ids = list(flush_ids)
-    query = sa.union(
-        sa.select(s.tenant).where(s.flush_id.in_(ids)).distinct(),
-        sa.select(d.tenant).where(d.flush_id.in_(ids)).distinct(),
-    )
-    return sorted(str(t) for t in (await conn.execute(query)).scalars())
-
-
-def _mac_kind(column: str) -> str:
-    """SQL for srcore.domain.identity.mac_class of a canonical MAC column: 'mac', 'random-mac' or ''."""
-    nibble = f"(position(substr({column}, 2, 1) IN '0123456789abcdef') - 1)"
-    return (
-        f"CASE WHEN {column} = '' OR {column} IN ('00:00:00:00:00:00', 'ff:ff:ff:ff:ff:ff') THEN ''"
-        f" WHEN {nibble} & 1 = 1 THEN '' WHEN {nibble} & 2 = 2 THEN 'random-mac' ELSE 'mac' END"
-    )
-
-
-# The known-sweep fast path (PostgreSQL), one statement per round. A sweep result whose every
-# identifier (IP in its partition, MAC) already names one live device that the sweep has seen
-# before resolves, by the rules, to that device with no link or merge to change: only the
-# device's attributes move. Those rows never leave PostgreSQL: their latest observation per
-# device is folded into the device row, and the row is rewritten only when an attribute changed
-# or last_seen moved by the resolution or more. Every other row (an unknown or disagreeing
-# identifier, a device such a row touches, a row older than its device's first_seen) is returned
-# for the rules in Python; so are the updated device ids (to refresh the cache) and the number
-# of rows resolved here.
-_MAC_TAKES = f"(l.mkind = 'mac' OR (l.mkind = 'random-mac' AND {_mac_kind('d.mac')} <> 'mac'))"
-_KNOWN_SWEEPS = f"""
-WITH classified AS MATERIALIZED (
-  SELECT o.tenant, o.partition, o.ip, o.mac, o.hostname, o.available, o.observed_at, o.mkind,
-         i.device_id AS ip_dev, m.device_id AS mac_dev,
-         CASE WHEN d.merged_into IS NULL AND d.sources ? 'sweep' AND o.observed_at >= d.first_seen
-                   AND (o.ip = '' OR i.device_id = d.device_id)
-                   AND (o.mkind = '' OR m.device_id = d.device_id)
-              THEN d.device_id END AS dev
-  FROM (
-    SELECT s.tenant, s.partition, s.ip, s.mac, s.hostname, s.available, s.observed_at,
-           {_mac_kind("s.mac")} AS mkind
-    FROM sweep_host_results s WHERE s.flush_id = ANY(%(flushes)s)
-  ) o
-  LEFT JOIN device_identifiers i
-    ON o.ip <> '' AND i.tenant = o.tenant AND i.kind = 'ip' AND i.value = o.ip AND i.partition = o.partition
-  LEFT JOIN device_identifiers m
-    ON o.mkind <> '' AND m.tenant = o.tenant AND m.kind = o.mkind AND m.value = o.mac
-       AND m.partition = CASE WHEN o.mkind = 'mac' THEN '' ELSE o.partition END
-  -- Equality only, so PostgreSQL can hash or index-probe it whatever it thinks of the row counts.
-  LEFT JOIN devices d ON d.tenant = o.tenant AND d.device_id = COALESCE(m.device_id, i.device_id)
-), tainted AS (
-  SELECT tenant, ip_dev AS dev FROM classified WHERE dev IS NULL AND ip_dev IS NOT NULL
-  UNION
-  SELECT tenant, mac_dev FROM classified WHERE dev IS NULL AND mac_dev IS NOT NULL
-), routed AS MATERIALIZED (
-  SELECT c.*, c.dev IS NOT NULL
-              AND NOT EXISTS (SELECT 1 FROM tainted t WHERE t.tenant = c.tenant AND t.dev = c.dev) AS fast
-  FROM classified c
-), latest AS (
-  SELECT DISTINCT ON (tenant COLLATE "C", dev COLLATE "C")
-         tenant, dev, partition, ip, mac, mkind, hostname, available, observed_at
-  FROM routed WHERE fast ORDER BY tenant COLLATE "C", dev COLLATE "C", observed_at DESC
-), updated AS (
-  UPDATE devices d SET partition = l.partition,
-    ip = CASE WHEN l.ip <> '' THEN l.ip ELSE d.ip END,
-    mac = CASE WHEN {_MAC_TAKES} THEN l.mac ELSE d.mac END,
-    hostname = CASE WHEN l.hostname <> '' THEN l.hostname ELSE d.hostname END,
-    available = l.available, last_seen = l.observed_at
-  FROM latest l
-  WHERE d.tenant = l.tenant AND d.device_id = l.dev AND d.merged_into IS NULL AND l.observed_at >= d.last_seen
-    AND (l.partition <> d.partition OR l.available <> d.available OR (l.ip <> '' AND l.ip <> d.ip)
-         OR (l.hostname <> '' AND l.hostname <> d.hostname) OR ({_MAC_TAKES} AND l.mac <> d.mac)
-         OR l.observed_at >= d.last_seen + %(resolution)s * interval '1 second')
-  RETURNING d.tenant, d.device_id
-)
-SELECT 'updated', tenant, device_id, NULL, NULL, NULL, NULL::boolean, NULL::timestamptz FROM updated
-UNION ALL
-SELECT 'slow', tenant, partition, ip, mac, hostname, available, observed_at FROM routed WHERE NOT fast
-UNION ALL
-SELECT 'known', '', count(*)::text, NULL, NULL, NULL, NULL, NULL FROM routed WHERE fast
-"""
-
-
-@dataclass(slots=True)
-class KnownSweeps:
-    """What the known-sweep fast path did, and what it left for the rules."""
-
-    rest: list[Observation]
-    updated: list[tuple[str, str]]
-    resolved: int
-
-
-async def resolve_known_sweeps(
-    conn: AsyncConnection, flush_ids: Sequence[int], resolution: float
-) -> KnownSweeps:
-    """Resolve these flushes' sweep results whose identifiers are all known, in PostgreSQL.
-
-    Returns the other sweep results (for the rules), the devices it rewrote and how many rows
-    it resolved. Call with the tenants' identity locks held, in the round's transaction.
-    """
-    rest: list[Observation] = []
-    updated: list[tuple[str, str]] = []
-    resolved = 0
-    # Compiling this one statement costs more than running it for a round's rows, and a round's
-    # rows (up to ~100k) sort and hash in memory rather than spill to disk.
-    await conn.exec_driver_sql("SET LOCAL jit = off; SET LOCAL work_mem = '64MB'")
-    rows = await conn.exec_driver_sql(_KNOWN_SWEEPS, {"flushes": list(flush_ids), "resolution": resolution})
-    for row in rows:
-        what, tenant, partition, ip, mac, hostname, available, observed = cast(tuple[Any, ...], row)
-        if what == "slow":
-            rest.append(Observation(tenant, partition, ip, mac, hostname, available, observed, SWEEP_SOURCE))
-        elif what == "updated":
-            updated.append((tenant, partition))
-        else:
-            resolved = int(partition)
-    return KnownSweeps(rest, updated, resolved)
 
 
 async def load_links(
@@ -363,11 +250,17 @@ async def lock_tenants(conn: AsyncConnection, tenants: Iterable[str]) -> None:
         )
 
 
-def _device_tuple(device: Device, encode: Any) -> tuple[Any, ...]:
+def _device_tuple(device: Device, encode: Any, sources_json: dict[tuple[str, ...], str]) -> tuple[Any, ...]:
+    external = device.external_ids
+    # Most devices share a handful of source lists and have no external id: encode those once.
+    sources = tuple(device.sources)
+    encoded = sources_json.get(sources)
+    if encoded is None:
+        encoded = sources_json[sources] = json.dumps(device.sources)
     return (
         device.tenant, device.device_id, device.partition, device.ip, device.mac, device.hostname,
         device.available, encode(device.first_seen), encode(device.last_seen), device.merged_into,
-        json.dumps(device.external_ids, sort_keys=True), json.dumps(device.sources),
+        json.dumps(external, sort_keys=True) if external else "{}", encoded,
     )  # fmt: skip
 
 
@@ -410,7 +303,8 @@ async def write_resolution(
     postgres = conn.dialect.name == "postgresql"
     encode: Any = (lambda d: d) if postgres else sqlite_timestamp
     if resolution.devices:
-        rows = [_device_tuple(d, encode) for d in resolution.devices.values()]
+        sources_json: dict[tuple[str, ...], str] = {}
+        rows = [_device_tuple(d, encode, sources_json) for d in resolution.devices.values()]
         rows.sort(key=lambda r: (r[0], r[1]))
         casts = {"external_ids": "jsonb", "sources": "jsonb"}
         await _bulk_upsert(

@@ -131,6 +131,16 @@ class PollerRepository:
             poller.agents = []
         return poller
 
+    async def live_views(self) -> dict[tuple[str, str], tuple[PollerState, str, str]]:
+        """(state, desired configuration version, partition) of every poller, by (tenant, poller)."""
+        c = pollers.c
+        query = sa.select(c.tenant, c.poller_id, c.state, c.desired_config_version, c.partition)
+        async with self._db.connect() as conn:
+            return {
+                (r.tenant, r.poller_id): (PollerState(r.state), r.desired_config_version, r.partition)
+                for r in await conn.execute(query)
+            }
+
     async def config_entries(self, tenant: str, poller_id: str) -> list[tuple[str, str, str]]:
         """(kind, item id, digest) of each work item assigned to the poller."""
         query = sa.select(work_items.c.kind, work_items.c.item_id, work_items.c.digest).where(
