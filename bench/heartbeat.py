@@ -4,7 +4,8 @@
 
 For each store (SQLite, PostgreSQL) it starts `srcore serve` in its own process, makes one
 client certificate per poller (identity comes from the certificate), opens one mTLS channel
-per poller from this process, registers them all, then:
+per poller from this process, registers them all, lets every poller report once at --rate
+(its agents go from connecting to connected: the fleet's start, not its steady state), then:
   1. paced: heartbeats at --rate per second spread over all pollers (the fleet's steady
      state: 10,000 pollers every 10 s is 1,000/s), latency measured from the scheduled time;
   2. saturated: --concurrency heartbeats in flight at all times, for the maximum rate.
@@ -159,6 +160,7 @@ async def bench_store(name: str, env: dict[str, str], args: argparse.Namespace, 
         pollers = open_pollers(f"127.0.0.1:{port}", data_dir / "pki", args.pollers)
         reg_rate = await register_all(pollers)
         print(f"[{name}] registered {len(pollers)} pollers at {reg_rate:,.0f}/s")
+        await paced(pollers, args.rate, len(pollers) / args.rate)
 
         cpu_before = cpu_seconds(core.pid)
         wall = time.perf_counter()

@@ -23,6 +23,10 @@ from srcore.domain.model import (
 
 # Operator-held states survive re-registration and heartbeats; only an operator ends them.
 OPERATOR_STATES = frozenset({PollerState.MAINTENANCE, PollerState.DRAINING})
+# Heartbeats written per transaction: preparing a write holds the event loop for tens of
+# microseconds per heartbeat, so a fleet's second of heartbeats is written in slices, and
+# the heartbeats arriving meanwhile are answered between them.
+FLUSH_SLICE = 250
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,24 +310,24 @@ class RegistryService:
                 )
 
     async def flush(self) -> int:
-        """Write pending heartbeats in one batch; returns how many were written.
+        """Write pending heartbeats in batches of FLUSH_SLICE, one transaction each; returns how many.
 
         Also learns the states the store holds for those pollers, so the next heartbeat is
         judged from a state another replica or an operator set (degraded by the liveness
         monitor, maintenance), not from this replica's older memory.
         """
         pending = self.take_pending()
-        if not pending:
-            return 0
-        try:
-            stored = await self._store.record_heartbeats(pending, self._replica_id, self._fencing_token())
-        except Exception:
-            self.requeue(pending)
-            raise
-        for key, state in stored.items():
-            live = self._live.get(key)
-            # A heartbeat queued meanwhile was judged from the old state; the next flush
-            # checks its transitions against the store and corrects this memory then.
-            if live is not None and key not in self._pending:
-                live.state = state
+        for start in range(0, len(pending), FLUSH_SLICE):
+            part = pending[start : start + FLUSH_SLICE]
+            try:
+                stored = await self._store.record_heartbeats(part, self._replica_id, self._fencing_token())
+            except Exception:
+                self.requeue(pending[start:])
+                raise
+            for key, state in stored.items():
+                live = self._live.get(key)
+                # A heartbeat queued meanwhile was judged from the old state; the next flush
+                # checks its transitions against the store and corrects this memory then.
+                if live is not None and key not in self._pending:
+                    live.state = state
         return len(pending)

@@ -360,7 +360,7 @@ class IdentityStage:
         last_seen_resolution: float = 60.0,
         flushes_per_round: int = 20,
         poll_interval: float = 5.0,
-        memory_flushes: int = 40,
+        memory_flushes: int = 10,
     ) -> None:
         self._db = db
         self._clock = clock
