@@ -33,9 +33,11 @@ _MAX_SPIFFE_ID = 2048
 # Visible ASCII only. Checked on the whole ID because the segment patterns end in `$`, which
 # also matches before a trailing newline.
 _VISIBLE_ASCII = re.compile(r"[!-~]*")
-# Called on every RPC with the peer's leaf certificate; a fleet has at most this many distinct
-# certificates in flight, and the bound keeps a stream of fresh certificates from growing memory.
-_CACHE_SIZE = 10_000
+# Called on every RPC with the peer's leaf certificate. The bound must exceed the pollers one
+# replica serves: heartbeats visit them in a cycle, and an LRU cycled over one key more than it
+# holds misses every time (each miss parses a certificate). It also keeps a stream of fresh
+# certificates from growing memory (~2 KB per entry).
+_CACHE_SIZE = 50_000
 # grpc's auth context property holding the peer's leaf certificate.
 _PEM_PROPERTY = "x509_pem_cert"
 
