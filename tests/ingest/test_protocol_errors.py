@@ -192,14 +192,16 @@ async def test_invalid_results_are_counted_and_skipped_not_stored(
     chunk = sweep_chunk(batch, 0, 0, 30, final=True)
     chunk.chunk.sweep_hosts.results[17].ip = "999.1.1.1"
     chunk.chunk.sweep_hosts.results[20].mac = "not-a-mac"
+    # A MAC mixing separators is not a MAC.
+    chunk.chunk.sweep_hosts.results[21].mac = "02-00:00:00:00:15"
     stream.send(chunk)
     await stream.ack()
     answer = await stream.ack()
     stream.close()
-    assert (answer.accepted, answer.rejected) == (28, 2)
+    assert (answer.accepted, answer.rejected) == (27, 3)
     assert answer.first_reject == "results[17].ip: '999.1.1.1' is not an IP address"
     core = sqlite_core
-    assert await count_rows(core.app.db, "sweep_host_results") == 28  # type: ignore[attr-defined]
+    assert await count_rows(core.app.db, "sweep_host_results") == 27  # type: ignore[attr-defined]
     assert await count_rows(core.app.db, "sweep_host_results", "WHERE ip = '999.1.1.1'") == 0  # type: ignore[attr-defined]
 
 

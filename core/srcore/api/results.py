@@ -13,7 +13,7 @@ from serviceradar.edge.v1 import results_pb2 as rpb
 from srcore.api.auth import require_operator
 from srcore.api.context import Context
 from srcore.api.convert import timestamp
-from srcore.api.paging import decode_time, decode_token, encode_token, page_size
+from srcore.api.paging import decode_time, decode_token, encode_token, page_size, text_key
 from srcore.api.pollers import scoped_tenant
 from srcore.domain import validation
 from srcore.domain.errors import InvalidArgument
@@ -166,15 +166,6 @@ _AVAILABILITY = {
 }
 
 
-def _string_key(token: str, arity: int) -> list[str] | None:
-    if not token:
-        return None
-    key = decode_token(token, arity)
-    if not all(isinstance(part, str) for part in key):
-        raise InvalidArgument("page_token", "not a token this server issued")
-    return [str(part) for part in key]
-
-
 class ResultServicer(pb_grpc.ResultServiceServicer):
     """Reads raw result tables."""
 
@@ -226,7 +217,7 @@ class ResultServicer(pb_grpc.ResultServiceServicer):
         if request.availability not in _AVAILABILITY:
             raise InvalidArgument("availability", "unknown availability filter")
         size = page_size(request.page_size)
-        key = _string_key(request.page_token, 2)
+        key = text_key(request.page_token, 2)
         after = (key[0], key[1]) if key else None
         rows = await list_host_states(
             self._db, tenant, partition, _AVAILABILITY[request.availability], size + 1, after
@@ -251,7 +242,7 @@ class ResultServicer(pb_grpc.ResultServiceServicer):
                     "state", f"{request.state[:32]!r}: one of {', '.join(s.value for s in CheckerState)}"
                 ) from None
         size = page_size(request.page_size)
-        key = _string_key(request.page_token, 3)
+        key = text_key(request.page_token, 3)
         after = (key[0], key[1], key[2]) if key else None
         rows = await list_check_states(self._db, tenant, poller, state, size + 1, after)
         token = ""
@@ -270,7 +261,7 @@ class ResultServicer(pb_grpc.ResultServiceServicer):
         partition = validation.slug("partition", request.partition) if request.partition else None
         sweep_id = validation.text("sweep_id", request.sweep_id, 128) if request.sweep_id else None
         size = page_size(request.page_size)
-        key = _string_key(request.page_token, 3)
+        key = text_key(request.page_token, 3)
         after = (decode_time(key[0]), key[1], key[2]) if key else None
         rows = await list_sweep_executions(self._db, tenant, partition, sweep_id, size + 1, after)
         token = ""

@@ -50,6 +50,7 @@ from srcore.domain.identity import (
     sweep_identifiers,
 )
 from srcore.domain.ingest import ResultKind
+from srcore.ingest.rounds import RoundLoop
 from srcore.ingest.writer import CommittedFlush
 from srcore.store.database import Database
 from srcore.store.devices import (
@@ -347,7 +348,7 @@ class _FastPath:
                 self.written[key] = device
 
 
-class IdentityStage:
+class IdentityStage(RoundLoop):
     """Resolves unidentified flushes in rounds; see the module docstring."""
 
     def __init__(
@@ -362,11 +363,11 @@ class IdentityStage:
         poll_interval: float = 5.0,
         memory_flushes: int = 10,
     ) -> None:
+        super().__init__("identity-resolution", poll_interval)
         self._db = db
         self._clock = clock
         self.replica_id = replica_id
         self._flushes_per_round = flushes_per_round
-        self._poll_interval = poll_interval
         self._last_seen_resolution = last_seen_resolution
         self.links: TtlCache[LinkKey, str] = TtlCache(cache_size, cache_ttl)
         self.devices: TtlCache[DeviceKey, Device] = TtlCache(cache_size, cache_ttl)
@@ -380,9 +381,6 @@ class IdentityStage:
         # Bounded: past `memory_flushes` waiting, a flush is read back from the store instead.
         self._memory: dict[int, tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]] = {}
         self._memory_flushes = memory_flushes
-        self._wakeup = asyncio.Event()
-        self._stopping = False
-        self._task: asyncio.Task[None] | None = None
 
     def notify(self, flush: CommittedFlush) -> None:
         """A flush committed: keep its observations in memory (within the bound) and resolve soon."""
@@ -401,17 +399,6 @@ class IdentityStage:
         """Flushes whose rows are held in memory for a coming round."""
         return len(self._memory)
 
-    def start(self) -> None:
-        """Start the resolution loop."""
-        self._task = asyncio.create_task(self._run(), name="identity-resolution")
-
-    async def stop(self) -> None:
-        """Resolve what is pending, then stop."""
-        self._stopping = True
-        self._wakeup.set()
-        if self._task is not None:
-            await self._task
-
     async def drain(self) -> int:
         """Resolve every pending flush now; returns how many flushes."""
         total = 0
@@ -427,19 +414,6 @@ class IdentityStage:
                 return
             # Another round (ours in the background, or another replica's) holds the rest.
             await asyncio.sleep(0.01)
-
-    async def _run(self) -> None:
-        while True:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._poll_interval):
-                    await self._wakeup.wait()
-            self._wakeup.clear()
-            try:
-                await self.drain()
-            except Exception as exc:
-                log.warning("device identity resolution failed, will retry: %s", exc)
-            if self._stopping:
-                return
 
     def _take_from_memory(
         self, claimed: list[int], held: Collection[int]
@@ -663,9 +637,3 @@ class IdentityStage:
         for device_key, device in view.devices.items():
             if device_key[0] == tenant and device_key not in stored:
                 stored[device_key] = (device_state(device), device.last_seen)
-
-    @property
-    def hit_rate(self) -> float:
-        """Share of identifier lookups the cache answered since start."""
-        total = self.hits + self.misses
-        return self.hits / total if total else 0.0

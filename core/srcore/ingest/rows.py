@@ -18,7 +18,6 @@ from typing import Any
 from serviceradar.edge.v1 import results_pb2
 
 _MAC = re.compile(r"[0-9a-fA-F]{2}([:-])[0-9a-fA-F]{2}(?:\1[0-9a-fA-F]{2}){4}")
-_MAC_LOWER = re.compile(r"(?:[0-9a-f]{2}:){5}[0-9a-f]{2}")
 _inet_pton = socket.inet_pton
 _inet_ntop = socket.inet_ntop
 _AF_INET = socket.AF_INET
@@ -117,7 +116,7 @@ def sweep_rows(
     flush_id = origin.flush_id
     execution_id = origin.execution_id
     append = out.append
-    mac_ok = _MAC_LOWER.fullmatch
+    mac_ok = _MAC.fullmatch
     for seq, r in enumerate(results):
         ip = r.ip
         try:
@@ -134,10 +133,10 @@ def sweep_rows(
             continue
         mac = r.mac
         if mac:
-            mac = mac.lower().replace("-", ":")
             if mac_ok(mac) is None:
                 tally.reject(f"results[{seq}].mac: {mac[:64]!r} is not a MAC address")
                 continue
+            mac = mac.lower().replace("-", ":")
         hostname = r.hostname
         if len(hostname) > 255:
             tally.reject(f"results[{seq}].hostname: longer than 255 characters")
