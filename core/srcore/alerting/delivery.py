@@ -1,7 +1,7 @@
 """Sending notifications over HTTP: one JSON POST, retried with exponential backoff.
 
 Each attempt is kept (status code or error, attempt number, time) so an operator can see
-why a page did not arrive. A 2xx answer is success; 408, 429 and 5xx answers and transport
+why a page did not arrive. A 2xx answer is success; 408, 425, 429 and 5xx answers and transport
 errors are retried; other 4xx answers are not (a deleted Discord webhook answers 404 forever).
 Errors never carry the URL: it may hold the receiver's secret.
 """

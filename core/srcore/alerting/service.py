@@ -96,6 +96,10 @@ def check_headers(values: Mapping[str, str]) -> dict[str, str]:
     return dict(values)
 
 
+def _headers_of(config: Mapping[str, str]) -> dict[str, str]:
+    return {k.removeprefix(_HEADER_PREFIX): v for k, v in config.items() if k != _URL_KEY}
+
+
 def _message(alert: AlertRecord, notice: Notice, at: datetime) -> Message:
     return Message(
         notice=notice,
@@ -179,11 +183,20 @@ class Alerting:
     async def deliver_pending(self, leader: LeaderInfo) -> int:
         """Send the queued notices (a leader job's round); returns how many were handled."""
         pending = await self.repository.pending_notifications(DELIVERY_BATCH, self._clock())
+        # A round's alerts are mostly of a few tenants: their notifiers are read once per round.
+        targets: dict[str, list[NotifierRecord]] = {}
         for alert in pending:
-            await self._deliver(alert, Notice(alert.notify_pending), leader)
+            if alert.tenant not in targets:
+                targets[alert.tenant] = await self._enabled_notifiers(alert.tenant)
+            await self._deliver(alert, Notice(alert.notify_pending), targets[alert.tenant], leader)
         return len(pending)
 
-    async def _deliver(self, alert: AlertRecord, notice: Notice, leader: LeaderInfo) -> None:
+    async def _enabled_notifiers(self, tenant: str) -> list[NotifierRecord]:
+        return await self.repository.list_notifiers(tenant, 1000, None, enabled_only=True)
+
+    async def _deliver(
+        self, alert: AlertRecord, notice: Notice, targets: list[NotifierRecord], leader: LeaderInfo
+    ) -> None:
         now = self._clock()
         if notice == Notice.OPENED:
             last = await self.repository.last_notified(alert.key, alert.alert_id)
@@ -192,7 +205,6 @@ class Alerting:
                     alert.alert_id, notice, [], delivered=False, suppressed=True, now=now, leader=leader
                 )
                 return
-        targets = await self.repository.list_notifiers(alert.tenant, 1000, None, enabled_only=True)
         message = _message(alert, notice, now)
         outcomes = await asyncio.gather(*(self._send(n, message) for n in targets))
         records = [
@@ -241,8 +253,9 @@ class Alerting:
             config = self._vault.open(notifier.tenant, notifier.notifier_id, notifier.sealed)
         except DomainError as exc:
             return [Attempt(1, False, 0, f"cannot open the notifier's sealed URL: {exc}", self._clock())]
-        headers = {k.removeprefix(_HEADER_PREFIX): v for k, v in config.items() if k != _URL_KEY}
-        return await self._sender.send(config[_URL_KEY], headers, rules.payload(notifier.kind, message))
+        return await self._sender.send(
+            config[_URL_KEY], _headers_of(config), rules.payload(notifier.kind, message)
+        )
 
     # ---- operators -------------------------------------------------------------------------
 
@@ -301,10 +314,7 @@ class Alerting:
         if change.url is not None or change.headers is not None:
             config = self._vault.open(tenant, current.notifier_id, current.sealed)
             url = check_url(change.url) if change.url is not None else config[_URL_KEY]
-            if change.headers is not None:
-                headers = check_headers(change.headers)
-            else:
-                headers = {k.removeprefix(_HEADER_PREFIX): v for k, v in config.items() if k != _URL_KEY}
+            headers = check_headers(change.headers) if change.headers is not None else _headers_of(config)
             sealed = self._seal(tenant, current.notifier_id, url, headers)
             updated = replace(
                 updated, endpoint=sealed.endpoint, header_names=sealed.header_names, sealed=sealed.sealed
@@ -339,7 +349,7 @@ class Alerting:
         how many accepted. Not an alert: nothing is stored but the log line."""
         if not self.policy.core_notices:
             return 0
-        targets = await self.repository.list_notifiers(CORE_NOTICE_TENANT, 1000, None, enabled_only=True)
+        targets = await self._enabled_notifiers(CORE_NOTICE_TENANT)
         verb = "started" if notice == Notice.CORE_STARTED else "is stopping"
         message = Message(
             notice=notice,

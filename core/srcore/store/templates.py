@@ -53,6 +53,21 @@ async def _latest(conn: AsyncConnection, tenant: str, name: str) -> TemplateVers
     return _version(row) if row else None
 
 
+async def _latest_of(conn: AsyncConnection, tenant: str, names: set[str]) -> dict[str, TemplateVersion]:
+    newest = (
+        sa.select(t.c.name, sa.func.max(t.c.version).label("version"))
+        .where(t.c.tenant == tenant, t.c.name.in_(names))
+        .group_by(t.c.name)
+        .subquery()
+    )
+    query = (
+        sa.select(t)
+        .join(newest, (t.c.name == newest.c.name) & (t.c.version == newest.c.version))
+        .where(t.c.tenant == tenant)
+    )
+    return {row.name: _version(row) for row in await conn.execute(query)}
+
+
 class TemplateRepository:
     """Stores and reads checker template versions."""
 
@@ -83,8 +98,10 @@ class TemplateRepository:
         results = []
         async with self._db.begin() as conn:
             await self._require_tenant(conn, tenant)
+            # One read for every name (an edge registers up to MAX_EDGE_TEMPLATES at once).
+            newest = await _latest_of(conn, tenant, {spec.name for spec in specs})
             for spec in specs:
-                latest = await _latest(conn, tenant, spec.name)
+                latest = newest.get(spec.name)
                 outcome = decide(latest, spec, source)
                 if outcome is not Outcome.CREATED:
                     assert latest is not None
@@ -116,6 +133,7 @@ class TemplateRepository:
                         created_at=now,
                     )
                 )
+                newest[spec.name] = created
                 results.append(Registered(created, outcome))
         return results
 
