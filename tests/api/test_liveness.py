@@ -130,8 +130,9 @@ async def test_a_silent_poller_is_degraded_then_offline_and_recovers_when_it_ret
         # Recorded by the leader under its fencing token, and the server clock decided.
         assert {offline.fencing_token, late.fencing_token} == {leader.fencing_token}
         assert offline.replica == core.app.replica_id
+        # Never before the heartbeat timeout (how much later depends on the machine's load).
         silent = offline.at.ToDatetime() - shown.poller.last_seen.ToDatetime()
-        assert 1.5 <= silent.total_seconds() < 3.0
+        assert silent.total_seconds() >= FAST["heartbeat_timeout"]
 
         # Back: its old session is gone, it registers again, recovers, and a clean heartbeat heals it.
         with pytest.raises(grpc.aio.AioRpcError) as stale:

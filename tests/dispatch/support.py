@@ -42,12 +42,11 @@ async def eventually(
 
 
 class ConfigStream:
-    """A SyncConfig call read in the background: every message lands in a queue, with the
-    time it arrived."""
+    """A SyncConfig call read in the background: every message lands in a queue."""
 
     def __init__(self, call: grpc.aio.UnaryStreamCall[pb.SyncConfigRequest, pb.SyncConfigResponse]) -> None:
         self.call = call
-        self.messages: asyncio.Queue[tuple[float, pb.SyncConfigResponse]] = asyncio.Queue()
+        self.messages: asyncio.Queue[pb.SyncConfigResponse] = asyncio.Queue()
         self.error: grpc.aio.AioRpcError | None = None
         self.ended = asyncio.Event()
         self._task = asyncio.get_running_loop().create_task(self._read())
@@ -55,7 +54,7 @@ class ConfigStream:
     async def _read(self) -> None:
         try:
             async for message in self.call:
-                self.messages.put_nowait((time.monotonic(), message))
+                self.messages.put_nowait(message)
         except grpc.aio.AioRpcError as exc:
             self.error = exc
         finally:
@@ -63,17 +62,11 @@ class ConfigStream:
 
     async def next(self, timeout: float = DEADLINE, *, keepalives: bool = False) -> pb.SyncConfigResponse:
         """The next message (keepalives skipped unless asked for)."""
-        return (await self.timed(timeout, keepalives=keepalives))[1]
-
-    async def timed(
-        self, timeout: float = DEADLINE, *, keepalives: bool = False
-    ) -> tuple[float, pb.SyncConfigResponse]:
-        """The next message and when it arrived (time.monotonic())."""
         async with asyncio.timeout(timeout):
             while True:
-                arrived, message = await self.messages.get()
+                message = await self.messages.get()
                 if keepalives or message.WhichOneof("body") != "keepalive":
-                    return arrived, message
+                    return message
 
     async def config_where(
         self, wanted: Callable[[config_pb2.PollerConfig], bool], timeout: float = DEADLINE

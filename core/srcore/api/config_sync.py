@@ -54,16 +54,21 @@ class ConfigSync:
         self._interval = heartbeat_interval
         self._keepalive_interval = keepalive_interval
 
-    async def snapshot(self, tenant: str, poller_id: str) -> tuple[str, config_pb.PollerConfig]:
-        """The poller's configuration now and its version, from one read of the store."""
+    async def snapshot(self, tenant: str, poller_id: str) -> tuple[str, list[AssignedWork]]:
+        """The poller's work now and its configuration version, from one read of the store."""
         assigned = await self._work.assigned_work(tenant, poller_id)
         version = poller_config_version(
             self._interval, [(a.item.kind.value, a.item.item_id, a.digest) for a in assigned]
         )
+        return version, assigned
+
+    def configuration(self, assigned: list[AssignedWork]) -> config_pb.PollerConfig:
+        """The configuration message of a snapshot's work (credentials opened here); built
+        only when it is sent."""
         config = config_pb.PollerConfig(heartbeat_interval=duration(self._interval))
         for entry in assigned:
             self._add(config, entry)
-        return version, config
+        return config
 
     async def version(self, tenant: str, poller_id: str) -> str:
         """The version of the poller's configuration now, from the item digests only."""
@@ -140,11 +145,11 @@ class ConfigSync:
             with self._hub.watch(tenant, poller_id) as watch:
                 if watch.closing:
                     raise Unavailable(SHUTTING_DOWN)
-                last, config = await self.snapshot(tenant, poller_id)
+                last, assigned = await self.snapshot(tenant, poller_id)
                 if last == known_version:
                     yield self._not_modified(last)
                 else:
-                    yield self._config(last, config)
+                    yield self._config(last, self.configuration(assigned))
                 while True:
                     woken = await watch.wait(self._keepalive_interval)
                     if watch.closing:
@@ -152,10 +157,10 @@ class ConfigSync:
                     if not woken and await self.version(tenant, poller_id) == last:
                         yield self._keepalive(last)
                         continue
-                    version, config = await self.snapshot(tenant, poller_id)
+                    version, assigned = await self.snapshot(tenant, poller_id)
                     if version != last:
                         last = version
-                        yield self._config(version, config)
+                        yield self._config(version, self.configuration(assigned))
                     elif not woken:
                         yield self._keepalive(last)
         finally:

@@ -57,7 +57,8 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
 
     It is the outermost interceptor: the handler it builds for a method (wrapping the inner
     interceptors' wrappers) depends on the method alone, so it is built once per method and
-    reused, instead of on every call of a heartbeat-heavy fleet.
+    reused, instead of on every call of a heartbeat-heavy fleet. So every interceptor inside it
+    must decide per call inside its wrapper, never in intercept_service from the call's metadata.
     """
 
     def __init__(self) -> None:

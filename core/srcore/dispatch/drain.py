@@ -9,18 +9,16 @@ past the threshold.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from datetime import datetime
 
+from srcore.dispatch.work import request_dispatch
 from srcore.domain import states
-from srcore.domain.errors import Aborted, DomainError, FailedPrecondition, NotFound
+from srcore.domain.errors import Aborted, FailedPrecondition, NotFound
 from srcore.domain.liveness import LivenessStore
 from srcore.domain.model import Poller, PollerState
-from srcore.domain.signals import DispatchWanted, SignalBus
+from srcore.domain.signals import SignalBus
 from srcore.domain.states import Cause, EntityKind
-
-log = logging.getLogger(__name__)
 
 
 class DrainService:
@@ -72,7 +70,4 @@ class DrainService:
     async def redispatch(self, tenant: str, partition: str, *, rebalance: bool = False) -> None:
         """Ask the leader to place the partition's work again after a poller's state changed
         (drain, resume, maintenance); a failure is logged, the leader's full pass catches up."""
-        try:
-            await self._signals.publish([DispatchWanted(tenant, partition, rebalance=rebalance)])
-        except DomainError as exc:
-            log.warning("dispatch of %s/%s not requested now: %s", tenant, partition, exc)
+        await request_dispatch(self._signals, tenant, {partition}, rebalance=rebalance)

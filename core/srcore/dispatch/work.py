@@ -101,11 +101,18 @@ class WorkService:
         return self._vault
 
     async def _dispatch(self, tenant: str, partitions: set[str]) -> None:
-        try:
-            await self._signals.publish([DispatchWanted(tenant, p) for p in sorted(partitions)])
-        except DomainError as exc:
-            # The change is committed; the leader's periodic full pass places it.
-            log.warning("dispatch of %s %s not requested now: %s", tenant, sorted(partitions), exc)
+        await request_dispatch(self._signals, tenant, partitions)
+
+
+async def request_dispatch(
+    signals: SignalBus, tenant: str, partitions: set[str], *, rebalance: bool = False
+) -> None:
+    """Ask the leader to place the partitions' work again after a committed change; a failure
+    is logged, as the leader's periodic full pass places it anyway."""
+    try:
+        await signals.publish([DispatchWanted(tenant, p, rebalance=rebalance) for p in sorted(partitions)])
+    except DomainError as exc:
+        log.warning("dispatch of %s %s not requested now: %s", tenant, sorted(partitions), exc)
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,7 @@ from srcore.domain.model import (
     Transition,
 )
 from srcore.domain.registry import PendingHeartbeat
+from srcore.domain.work import AssignmentState
 from srcore.store.database import Database
 from srcore.store.tables import agents, partitions, pollers, tenants, work_items
 from srcore.store.transitions import record_transitions
@@ -146,7 +147,7 @@ class PollerRepository:
         query = sa.select(work_items.c.kind, work_items.c.item_id, work_items.c.digest).where(
             work_items.c.tenant == tenant,
             work_items.c.poller_id == poller_id,
-            work_items.c.state == "assigned",
+            work_items.c.state == AssignmentState.ASSIGNED.value,
         )
         async with self._db.connect() as conn:
             return [(row.kind, row.item_id, row.digest) for row in await conn.execute(query)]

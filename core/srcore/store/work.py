@@ -271,9 +271,6 @@ class WorkRepository:
         values = item_row(item, sealed)
         async with self._db.begin() as conn:
             await self._require_partition(conn, item.tenant, item.partition)
-            key = self._key(item.tenant, item.kind, item.name)
-            if await conn.scalar(sa.select(work_items.c.item_id).where(key)) is not None:
-                raise AlreadyExists(f"{item.kind.value} {item.name!r} already exists")
             try:
                 await conn.execute(work_items.insert().values(values))
             except IntegrityError:
@@ -383,18 +380,17 @@ class WorkRepository:
                 )
             if "state" in values and values["state"] != before.assignment.state.value:
                 values["state_changed_at"] = now
-            await conn.execute(work_items.update().where(key).values(values))
-            after = _item((await conn.execute(sa.select(work_items).where(key))).one())
+            updated = await conn.execute(work_items.update().where(key).values(values).returning(work_items))
+            after = _item(updated.one())
         return before, after
 
     async def delete(self, tenant: str, kind: WorkKind, name: str) -> WorkItem:
         """Delete an item (and its sealed credentials); returns it as it was."""
         key = self._key(tenant, kind, name)
         async with self._db.begin() as conn:
-            row = (await conn.execute(sa.select(work_items).where(key))).first()
-            if row is None:
-                raise NotFound(f"{kind.value} {name!r} not found")
-            await conn.execute(work_items.delete().where(key))
+            row = (await conn.execute(work_items.delete().where(key).returning(work_items))).first()
+        if row is None:
+            raise NotFound(f"{kind.value} {name!r} not found")
         return _item(row)
 
     # the edge
