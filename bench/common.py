@@ -32,6 +32,16 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / ticks
 
 
+def reset_peak_rss(pid: int) -> None:
+    """Reset a process's peak RSS (VmHWM) so each scenario reports its own peak."""
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
+
+
+def ms(seconds: float) -> str:
+    """Seconds as milliseconds for people, with one decimal."""
+    return f"{seconds * 1000:.1f} ms"
+
+
 def peak_rss_mib(pid: int) -> float:
     """Peak resident memory of a process (VmHWM) in MiB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -40,13 +50,16 @@ def peak_rss_mib(pid: int) -> float:
     return float("nan")
 
 
-def start_core(data_dir: Path, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    """Start `srcore serve` and wait until it serves."""
+def start_core(
+    data_dir: Path, port: int, env: dict[str, str], metrics_port: int | None = None
+) -> subprocess.Popen[bytes]:
+    """Start `srcore serve` (with /metrics on `metrics_port` if given) and wait until it serves."""
+    metrics = f"127.0.0.1:{metrics_port}" if metrics_port is not None else ""
     data_dir.mkdir(parents=True, exist_ok=True)
     log = (data_dir / "srcore.log").open("wb")
     process = subprocess.Popen(
         [sys.executable, "-m", "srcore.cli_main", "serve", "--data-dir", str(data_dir),
-         "--listen", f"127.0.0.1:{port}", "--metrics-listen", "", "--log-level", "warning"],
+         "--listen", f"127.0.0.1:{port}", "--metrics-listen", metrics, "--log-level", "warning"],
         stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **env},
     )  # fmt: skip
     deadline = time.monotonic() + 60

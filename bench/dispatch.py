@@ -40,7 +40,7 @@ import aetcd
 import grpc
 import psycopg
 
-from bench.common import free_port, percentile, start_core
+from bench.common import free_port, ms, percentile, start_core
 from serviceradar.admin.v1 import check_service_pb2 as check_pb
 from serviceradar.admin.v1 import check_service_pb2_grpc as check_grpc
 from serviceradar.admin.v1 import partition_service_pb2 as partition_pb
@@ -79,11 +79,6 @@ async def receive(
 
 # Longest wait for anything the benchmark expects: a bug must not hang it.
 WAIT = 60.0
-
-
-def ms(seconds: float) -> str:
-    """Seconds as milliseconds for people."""
-    return f"{seconds * 1000:.1f} ms"
 
 
 def edge_credentials(pki: Path, poller_id: str) -> grpc.ChannelCredentials:

@@ -33,7 +33,7 @@ from typing import Any
 import grpc
 import psycopg
 
-from bench.common import cpu_seconds, free_port, percentile, start_core
+from bench.common import cpu_seconds, free_port, ms, percentile, start_core
 from serviceradar.edge.v1 import edge_service_pb2 as pb
 from serviceradar.edge.v1 import edge_service_pb2_grpc as pb_grpc
 from srcore.security.pki import issue_edge_certificate, load_or_create_ca
@@ -146,11 +146,6 @@ async def saturated(
     return len(latencies) / (time.perf_counter() - began), latencies
 
 
-def fmt_ms(seconds: float) -> str:
-    """Milliseconds with one decimal."""
-    return f"{seconds * 1000:.1f} ms"
-
-
 async def bench_store(name: str, env: dict[str, str], args: argparse.Namespace, work: Path) -> None:
     """Run both phases against one core on one store and print the figures."""
     port = free_port()
@@ -170,7 +165,7 @@ async def bench_store(name: str, env: dict[str, str], args: argparse.Namespace, 
         print(
             f"[{name}] paced {args.rate:,.0f}/s over {len(pollers)} pollers: "
             f"{done / wall:,.0f} ReportHealth/s, "
-            f"p50 {fmt_ms(percentile(latencies, 0.5))}, p99 {fmt_ms(percentile(latencies, 0.99))}, "
+            f"p50 {ms(percentile(latencies, 0.5))}, p99 {ms(percentile(latencies, 0.99))}, "
             f"errors {errors}, server CPU {cpu * 100:.0f}% of one core"
         )
 
@@ -182,7 +177,7 @@ async def bench_store(name: str, env: dict[str, str], args: argparse.Namespace, 
         cpu = (cpu_seconds(core.pid) - cpu_before) / wall
         print(
             f"[{name}] saturated ({args.concurrency} in flight): {rate:,.0f} ReportHealth/s, "
-            f"p50 {fmt_ms(percentile(latencies, 0.5))}, p99 {fmt_ms(percentile(latencies, 0.99))}, "
+            f"p50 {ms(percentile(latencies, 0.5))}, p99 {ms(percentile(latencies, 0.99))}, "
             f"server CPU {cpu * 100:.0f}% of one core"
         )
         for poller in pollers:
@@ -213,7 +208,7 @@ async def bench_raw(args: argparse.Namespace, work: Path) -> None:
         rate, latencies = await saturated(calls, args.concurrency, args.duration)
         print(
             f"[raw grpc] saturated ({args.concurrency} in flight): {rate:,.0f} unary calls/s, "
-            f"p50 {fmt_ms(percentile(latencies, 0.5))}, p99 {fmt_ms(percentile(latencies, 0.99))}"
+            f"p50 {ms(percentile(latencies, 0.5))}, p99 {ms(percentile(latencies, 0.99))}"
         )
         for poller in pollers:
             await poller.channel.close()

@@ -19,8 +19,6 @@ import argparse
 import contextlib
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
@@ -28,37 +26,10 @@ from pathlib import Path
 
 import psycopg
 
-from bench.common import free_port
+from bench.common import cpu_seconds, free_port, start_core
 from bench.ingest import create_database, drop_database, run_client
 from bench.ingest_client import POOL
 from srcore.security.pki import ensure_dev_pki
-
-
-def start(data_dir: Path, port: int, metrics_port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    """`srcore serve` with /metrics on `metrics_port`, once it serves."""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    log = (data_dir / "srcore.log").open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "srcore.cli_main", "serve", "--data-dir", str(data_dir),
-         "--listen", f"127.0.0.1:{port}", "--metrics-listen", f"127.0.0.1:{metrics_port}",
-         "--log-level", "warning"],
-        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **env},
-    )  # fmt: skip
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if b"srcore serving on" in (data_dir / "srcore.log").read_bytes():
-            return process
-        if process.poll() is not None:
-            break
-        time.sleep(0.1)
-    process.kill()
-    raise RuntimeError((data_dir / "srcore.log").read_text())
-
-
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU time a process has used (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def backend_cpu(url: str) -> dict[int, float]:
@@ -125,7 +96,7 @@ class Core:
         self.port = free_port()
         self.metrics_port = free_port()
         env = {"SRCORE_DATABASE_URL": self.url, "SRCORE_IDENTITY_ENABLED": "true" if identity else "false"}
-        self.process = start(self.data, self.port, self.metrics_port, env)
+        self.process = start_core(self.data, self.port, env, self.metrics_port)
 
     def push(self, streams: int, per_chunk: int, results: int) -> dict[str, float]:
         """Run the load generator; adds `total` (seconds until acked and, with identity, identified)."""

@@ -34,7 +34,7 @@ from typing import Any
 
 import psycopg
 
-from bench.common import free_port, peak_rss_mib, start_core
+from bench.common import free_port, peak_rss_mib, reset_peak_rss, start_core
 from bench.ingest_client import payloads
 from serviceradar.edge.v1 import results_pb2 as rpb
 from srcore.domain.ingest import ResultKind
@@ -83,11 +83,6 @@ def settle(url: str, data: Path, figures: dict[str, float]) -> None:
     while backlog(url, data):
         time.sleep(0.05)
     figures["settled"] = figures["results"] / (figures["seconds"] + time.perf_counter() - started)
-
-
-def reset_peak_rss(pid: int) -> None:
-    """Reset the process's peak RSS (VmHWM) so each scenario reports its own peak."""
-    Path(f"/proc/{pid}/clear_refs").write_text("5")
 
 
 def line(label: str, figures: dict[str, float], rss: float | None = None) -> str:

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from rich.text import Text
-
 from serviceradar.admin.v1 import assignment_service_pb2 as pb
 from serviceradar.admin.v1 import assignment_service_pb2_grpc as pb_grpc
-from srctl.command import Context, add_verb, collect_pages
+from srctl.command import Context, add_verb, collect_pages, hint_next_page
 from srctl.listing import add_list_flags
-from srctl.output import Column, Format, enum_choices, parse_enum, table
+from srctl.output import Column, enum_choices, parse_enum, table
 from srctl.work import STATES, assignment_poller, assignment_reason, assignment_state
 
 KINDS = enum_choices(pb.WorkKind)
@@ -43,10 +41,7 @@ def _list(args: argparse.Namespace, ctx: Context) -> int:
             ctx, client, stub.ListAssignments, request, "assignments", all_pages=args.all
         )
     ctx.printer.show(response, lambda now: [table(response.assignments, LIST_COLUMNS, now)])
-    if response.next_page_token and ctx.printer.fmt is Format.TABLE:
-        ctx.err.print(
-            Text(f"more assignments: continue with --no-all --page-token {response.next_page_token}")
-        )
+    hint_next_page(ctx, response, "assignments")
     return 0
 
 

@@ -7,15 +7,14 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from rich.console import RenderableType
-from rich.text import Text
 
 from serviceradar.admin.v1 import batch_service_pb2 as pb
 from serviceradar.admin.v1 import batch_service_pb2_grpc as pb_grpc
 from serviceradar.edge.v1 import results_pb2 as results_pb
-from srctl.command import Context, add_verb, collect_pages
+from srctl.command import Context, add_verb, collect_pages, hint_next_page
 from srctl.errors import ExitCode
 from srctl.listing import add_list_flags
-from srctl.output import Column, Format, enum_choices, key_values, parse_enum, short_enum, table
+from srctl.output import Column, enum_choices, key_values, parse_enum, short_enum, table
 from srctl.result_sources import parse_type, type_names
 
 
@@ -82,9 +81,7 @@ def _list(args: argparse.Namespace, ctx: Context) -> int:
         stub = pb_grpc.BatchServiceStub(client.channel)
         response = collect_pages(ctx, client, stub.ListBatches, request, "batches", all_pages=args.all)
     ctx.printer.show(response, lambda now: [table(response.batches, LIST_COLUMNS, now)])
-    if response.next_page_token and ctx.printer.fmt is Format.TABLE:
-        hint = f"more batches: continue with --no-all --page-token {response.next_page_token}"
-        ctx.err.print(Text(hint), soft_wrap=True)
+    hint_next_page(ctx, response, "batches")
     return ExitCode.OK
 
 

@@ -10,10 +10,11 @@ from typing import Protocol, TypeVar
 import grpc
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn
+from rich.text import Text
 
 from srctl.connection import Client, Role, connect, resolve_settings
 from srctl.contextfile import with_context
-from srctl.output import Printer
+from srctl.output import Format, Printer
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,3 +110,13 @@ def collect_pages(
             count = len(getattr(merged, items))
             progress.update(task, description=f"fetching {items}: {count} in {pages} pages")
     return merged
+
+
+def hint_next_page(ctx: Context, response: PageResponse, items: str) -> None:
+    """After a table of one page (--no-all), tell on stderr how to fetch the next one.
+
+    JSON and YAML carry next_page_token in the document itself, so they get no hint.
+    """
+    if response.next_page_token and ctx.printer.fmt is Format.TABLE:
+        hint = f"more {items}: continue with --no-all --page-token {response.next_page_token}"
+        ctx.err.print(Text(hint), soft_wrap=True)

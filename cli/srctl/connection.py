@@ -201,6 +201,14 @@ class Client:
         """Invoke a unary RPC with the deadline and metadata; raises grpc.RpcError."""
         return method(request, timeout=self._timeout, metadata=self._metadata)
 
+    def stream(
+        self,
+        method: grpc.UnaryStreamMultiCallable[RequestT, ResponseT],
+        request: RequestT,
+    ) -> grpc._CallIterator[ResponseT]:
+        """Open a server stream with the metadata and no deadline: it runs until cancelled."""
+        return method(request, metadata=self._metadata)
+
     def close(self) -> None:
         """Close the channel."""
         self.channel.close()

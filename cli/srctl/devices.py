@@ -7,14 +7,13 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from rich.console import RenderableType
-from rich.text import Text
 
 from serviceradar.admin.v1 import device_service_pb2 as pb
 from serviceradar.admin.v1 import device_service_pb2_grpc as pb_grpc
-from srctl.command import Context, add_verb, collect_pages
+from srctl.command import Context, add_verb, collect_pages, hint_next_page
 from srctl.errors import ExitCode, UsageError
 from srctl.listing import add_list_flags
-from srctl.output import Column, Format, key_values, table
+from srctl.output import Column, key_values, table
 
 
 def _external(device: pb.Device) -> str:
@@ -119,9 +118,7 @@ def _list(args: argparse.Namespace, ctx: Context) -> int:
         stub = pb_grpc.DeviceServiceStub(client.channel)
         response = collect_pages(ctx, client, stub.ListDevices, request, "devices", all_pages=args.all)
     ctx.printer.show(response, lambda now: [table(response.devices, LIST_COLUMNS, now)])
-    if response.next_page_token and ctx.printer.fmt is Format.TABLE:
-        hint = f"more devices: continue with --no-all --page-token {response.next_page_token}"
-        ctx.err.print(Text(hint), soft_wrap=True)
+    hint_next_page(ctx, response, "devices")
     return ExitCode.OK
 
 
@@ -165,9 +162,7 @@ def _history(args: argparse.Namespace, ctx: Context) -> int:
         return parts
 
     ctx.printer.show(response, view)
-    if response.next_page_token and ctx.printer.fmt is Format.TABLE:
-        hint = f"more observations: continue with --no-all --page-token {response.next_page_token}"
-        ctx.err.print(Text(hint), soft_wrap=True)
+    hint_next_page(ctx, response, "observations")
     return ExitCode.OK
 
 

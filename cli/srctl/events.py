@@ -15,8 +15,7 @@ from rich.text import Text
 from serviceradar.admin.v1 import event_service_pb2 as pb
 from serviceradar.admin.v1 import event_service_pb2_grpc as pb_grpc
 from srctl.argtypes import int_between
-from srctl.command import Context, add_verb, collect_pages
-from srctl.connection import Role, connect, resolve_settings
+from srctl.command import Context, add_verb, collect_pages, hint_next_page
 from srctl.output import NONE, Column, Format, format_timestamp, table
 
 _AGO = re.compile(r"(\d+)([smhd])")
@@ -100,22 +99,19 @@ def _list(args: argparse.Namespace, ctx: Context) -> int:
         stub = pb_grpc.EventServiceStub(client.channel)
         response = collect_pages(ctx, client, stub.ListEvents, request, "events", all_pages=args.all)
     ctx.printer.show(response, lambda now: [table(response.events, LIST_COLUMNS, now)])
-    if response.next_page_token and ctx.printer.fmt is Format.TABLE:
-        ctx.err.print(Text(f"more events: continue with --no-all --page-token {response.next_page_token}"))
+    hint_next_page(ctx, response, "events")
     return 0
 
 
 def _watch(args: argparse.Namespace, ctx: Context) -> int:
     request = pb.WatchEventsRequest(resume_token=args.resume)
     _set_filters(request, args)
-    settings = resolve_settings(ctx.args, ctx.env, Role.OPERATOR)
-    metadata = (("authorization", f"Bearer {settings.token}"),) if settings.token else ()
-    if ctx.printer.fmt is Format.TABLE:
-        ctx.printer.console.file.write(watch_header() + "\n")
-    with connect(settings) as client:
+    with ctx.connect() as client:
+        if ctx.printer.fmt is Format.TABLE:
+            ctx.printer.console.file.write(watch_header() + "\n")
         stub = pb_grpc.EventServiceStub(client.channel)
-        # No deadline: a watch runs until the operator stops it (or --count is reached).
-        stream = stub.WatchEvents(request, metadata=metadata)
+        # A watch runs until the operator stops it (or --count is reached).
+        stream = client.stream(stub.WatchEvents, request)
         seen = 0
         try:
             for response in stream:

@@ -12,9 +12,9 @@ from rich.text import Text
 from serviceradar.admin.v1 import poller_service_pb2 as pb
 from serviceradar.admin.v1 import poller_service_pb2_grpc as pb_grpc
 from srctl.argtypes import int_between
-from srctl.command import Context, add_verb, collect_pages
+from srctl.command import Context, add_verb, collect_pages, hint_next_page
 from srctl.errors import ExitCode
-from srctl.output import NONE, Column, Format, enum_choices, key_values, parse_enum, table
+from srctl.output import NONE, Column, enum_choices, key_values, parse_enum, table
 
 
 def config_status(poller: pb.Poller) -> str:
@@ -103,9 +103,7 @@ def _list(args: argparse.Namespace, ctx: Context) -> int:
         stub = pb_grpc.PollerServiceStub(client.channel)
         response = collect_pages(ctx, client, stub.ListPollers, request, "pollers", all_pages=args.all)
     ctx.printer.show(response, lambda now: [table(response.pollers, LIST_COLUMNS, now)])
-    if response.next_page_token and ctx.printer.fmt is Format.TABLE:
-        hint = f"more pollers: continue with --no-all --page-token {response.next_page_token}"
-        ctx.err.print(Text(hint), soft_wrap=True)
+    hint_next_page(ctx, response, "pollers")
     return ExitCode.OK
 
 

@@ -12,7 +12,7 @@ from rich.text import Text
 
 from serviceradar.admin.v1 import template_service_pb2 as pb
 from serviceradar.admin.v1 import template_service_pb2_grpc as pb_grpc
-from srctl.command import Context, add_verb, collect_pages
+from srctl.command import Context, add_verb, collect_pages, hint_next_page
 from srctl.errors import ExitCode, UsageError
 from srctl.listing import add_list_flags
 from srctl.output import Column, Format, key_values, table
@@ -99,9 +99,7 @@ def _list(args: argparse.Namespace, ctx: Context) -> int:
         stub = pb_grpc.TemplateServiceStub(client.channel)
         response = collect_pages(ctx, client, stub.ListTemplates, request, "templates", all_pages=args.all)
     ctx.printer.show(response, lambda now: [table(response.templates, LIST_COLUMNS, now)])
-    if response.next_page_token and ctx.printer.fmt is Format.TABLE:
-        hint = f"more templates: continue with --no-all --page-token {response.next_page_token}"
-        ctx.err.print(Text(hint), soft_wrap=True)
+    hint_next_page(ctx, response, "templates")
     return ExitCode.OK
 
 

@@ -20,13 +20,12 @@ from typing import Any
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.field_mask_pb2 import FieldMask
 from google.protobuf.message import Message
-from rich.text import Text
 
 from serviceradar.admin.v1 import assignment_service_pb2 as assignment_pb
-from srctl.command import Context, add_verb, collect_pages
+from srctl.command import Context, add_verb, collect_pages, hint_next_page
 from srctl.errors import UsageError
 from srctl.listing import add_list_flags
-from srctl.output import Column, Format, enum_choices, key_values, parse_enum, short_enum, table
+from srctl.output import Column, enum_choices, key_values, parse_enum, short_enum, table
 
 STATES = enum_choices(assignment_pb.AssignmentState)
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -168,10 +167,7 @@ def _list(noun: WorkNoun, args: argparse.Namespace, ctx: Context) -> int:
         )
     rows = getattr(response, noun.items)
     ctx.printer.show(response, lambda now: [table(rows, noun.list_columns, now)])
-    if response.next_page_token and ctx.printer.fmt is Format.TABLE:
-        ctx.err.print(
-            Text(f"more {noun.noun}: continue with --no-all --page-token {response.next_page_token}")
-        )
+    hint_next_page(ctx, response, noun.noun)
     return 0
 
 

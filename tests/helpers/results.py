@@ -104,7 +104,6 @@ async def push_chunks(
     may be in flight), as a client that is about to crash would.
     """
     acks: list[rpb.BatchAck] = []
-    allowed = start_at - 1
     sent = start_at
     opened = await stream.ack()
     if opened.state == rpb.BATCH_STATE_COMMITTED or start_at >= total_chunks:
