@@ -3,7 +3,7 @@
 The writer decides who is served: every flush gives each tenant with work an equal share of
 its rows (max-min), whatever the number of streams behind a tenant. That is asserted here on
 the real writer, deterministically. The throughput figure (a 20-stream tenant against a
-1-stream tenant) is measured by bench/ingest.py, not asserted: tests make no timing claims.
+1-stream tenant) is measured by bench/fairness.py, not asserted: tests make no timing claims.
 """
 
 from __future__ import annotations
