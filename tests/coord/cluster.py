@@ -115,11 +115,12 @@ class Cluster:
             (pki / "ca.pem").read_bytes(), (pki / key).read_bytes(), (pki / cert).read_bytes()
         )
 
-    async def start(self, *names: str) -> list[Replica]:
-        """Start replicas (concurrently) and wait until each serves."""
+    async def start(self, *names: str, env: dict[str, str] | None = None) -> list[Replica]:
+        """Start replicas (concurrently), with `env` over SETTINGS, and wait until each serves."""
         # One migration up front: replicas migrating one empty database at once would race.
         await self.db.migrate()
-        processes = await asyncio.gather(*(asyncio.to_thread(self._launch, name) for name in names))
+        launches = (asyncio.to_thread(self._launch, name, env or {}) for name in names)
+        processes = await asyncio.gather(*launches)
         started = []
         for name, process in zip(names, processes, strict=True):
             operator = self.credentials("operator.pem", "operator-key.pem")
@@ -128,11 +129,12 @@ class Cluster:
             started.append(replica)
         return started
 
-    def _launch(self, name: str) -> CoreProcess:
+    def _launch(self, name: str, overrides: dict[str, str]) -> CoreProcess:
         data_dir = self.root / name
         shutil.copytree(self.pki, data_dir / "pki")
         env = {
             **SETTINGS,
+            **overrides,
             "SRCORE_ETCD_ENDPOINTS": ",".join(self.endpoints),
             "SRCORE_ETCD_PREFIX": self.prefix,
             "SRCORE_LEASE_TTL": str(TTL),
