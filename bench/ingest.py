@@ -5,7 +5,10 @@
 
 In one run, on the same generated data:
   (a) raw gRPC streaming: a server that parses each chunk and discards it;
-  (b) raw PostgreSQL binary COPY of the same rows from Python (psycopg);
+  (b) raw PostgreSQL binary COPY of the same rows from Python (psycopg), rows built beforehand;
+      and (b') the same COPY with each chunk parsed and turned into rows as it goes (the
+      least any server must do per result, with none of the bookkeeping: no ledger, acks,
+      credits, processing or identity);
   (c) end to end through `srcore serve` into PostgreSQL and into SQLite,
       with 1, 10 and 100 concurrent streams at 500 and 2,000 results per chunk.
 The load generator is another process that assembles chunks from pre-serialised payloads.
@@ -129,6 +132,38 @@ async def raw_copy(url: str, total: int) -> float:
     return written / elapsed
 
 
+async def raw_copy_from_chunks(url: str, total: int, per_chunk: int = 500, flush: int = 5000) -> float:
+    """Results per second parsed from serialised chunks, turned into rows and COPYed.
+
+    Uses the server's row-building code and commits every `flush` results, as the writer does.
+    """
+    db = Database(url)
+    await db.migrate()
+    await db.dispose()
+    pool = payloads(per_chunk)
+    table, columns = TABLES[ResultKind.SWEEP_HOSTS]
+    statement = f"COPY {table} ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)"
+    batch = str(uuid.uuid4())
+    written = 0
+    async with await psycopg.AsyncConnection.connect(url) as conn:
+        started = time.perf_counter()
+        while written < total:
+            rows: list[tuple[Any, ...]] = []
+            now = datetime.now(UTC)
+            for index in range(written // per_chunk, (written + flush) // per_chunk):
+                results = rpb.SweepHostResults.FromString(pool[index % len(pool)]).results
+                origin = ChunkOrigin("default", "bench", "demo", "", batch, index, 1)
+                sweep_rows(results, origin, now, now, lambda d: d, rows, Tally())
+            async with conn.cursor() as cursor, cursor.copy(statement) as copy:
+                copy.set_types(COPY_TYPES[ResultKind.SWEEP_HOSTS])
+                for row in rows:
+                    await copy.write_row(row)
+            await conn.commit()
+            written += len(rows)
+        elapsed = time.perf_counter() - started
+    return written / elapsed
+
+
 def create_database(admin_url: str) -> str:
     """A fresh PostgreSQL database; returns its URL."""
     name = f"srcore_bench_{uuid.uuid4().hex[:8]}"
@@ -179,9 +214,12 @@ def main() -> None:
         url = create_database(args.postgres)
         try:
             copy_rate = asyncio.run(raw_copy(url, max(args.results, 500_000)))
+            parsed_rate = asyncio.run(raw_copy_from_chunks(url, max(args.results, 500_000)))
         finally:
             drop_database(args.postgres, url)
-        print(f"{'(b) raw PostgreSQL binary COPY from Python':<42} {copy_rate:>10,.0f} rows/s\n")
+        print(f"{'(b) raw PostgreSQL binary COPY from Python':<42} {copy_rate:>10,.0f} rows/s")
+        label = "(b') the same, parsing chunks into rows"
+        print(f"{label:<42} {parsed_rate:>10,.0f} results/s\n")
 
         for store in args.stores.split(","):
             env: dict[str, str] = {}
@@ -200,7 +238,12 @@ def main() -> None:
                         reset_peak_rss(core.pid)
                         figures = run_client(f"127.0.0.1:{port}", data / "pki", n, size, args.results)
                         settle(url, data, figures)
-                        ratio = f"   (c)/(b) {figures['rate'] / copy_rate:.2f}" if store == "postgres" else ""
+                        ratio = (
+                            f"   (c)/(b) {figures['rate'] / copy_rate:.2f}"
+                            f"   (c)/(b') {figures['rate'] / parsed_rate:.2f}"
+                            if store == "postgres"
+                            else ""
+                        )
                         print(
                             line(f"(c) {store}, {n} streams x {size}/chunk", figures, peak_rss_mib(core.pid))
                             + ratio
