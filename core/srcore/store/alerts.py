@@ -22,6 +22,7 @@ from srcore.domain import alerts as rules
 from srcore.domain.alerts import AlertCause, AlertState, Condition, Facts, Key, Notice, OpenAlert, Plan
 from srcore.domain.coordination import LeaderInfo
 from srcore.domain.errors import AlreadyExists, NotFound
+from srcore.domain.ingest import BatchState
 from srcore.domain.model import Transition
 from srcore.security.credentials import Sealed
 from srcore.store.alert_tables import alert_deliveries, alerts, notifiers
@@ -54,6 +55,34 @@ _sweep_executions = sa.table(
     sa.column("hosts_total"),
     sa.column("hosts_available"),
 )
+
+# The two latest completed executions of every sweep, from ix_sweep_executions_latest: the
+# recursive part steps from one (tenant, poller, sweep) to the next with one index descent each
+# (PostgreSQL before 18 has no skip scan), and the lateral part reads the first two entries of
+# each. Work grows with the number of sweeps, not with the executions they accumulate. The
+# literals are the index's predicate.
+_LATEST_TWO_PER_SWEEP = sa.text("""
+WITH RECURSIVE sweeps AS (
+  (SELECT tenant, poller_id, sweep_id FROM sweep_executions
+   WHERE state = 'completed' AND sweep_id <> ''
+   ORDER BY tenant, poller_id, sweep_id LIMIT 1)
+  UNION ALL
+  SELECT following.* FROM sweeps CROSS JOIN LATERAL (
+    SELECT e.tenant, e.poller_id, e.sweep_id FROM sweep_executions e
+    WHERE e.state = 'completed' AND e.sweep_id <> ''
+      AND (e.tenant, e.poller_id, e.sweep_id) > (sweeps.tenant, sweeps.poller_id, sweeps.sweep_id)
+    ORDER BY e.tenant, e.poller_id, e.sweep_id LIMIT 1
+  ) following
+)
+SELECT sweeps.tenant, sweeps.poller_id, sweeps.sweep_id, latest.hosts_total, latest.hosts_available
+FROM sweeps CROSS JOIN LATERAL (
+  SELECT e.hosts_total, e.hosts_available, e.completed_at, e.execution_id FROM sweep_executions e
+  WHERE e.state = 'completed' AND e.sweep_id <> ''
+    AND e.tenant = sweeps.tenant AND e.poller_id = sweeps.poller_id AND e.sweep_id = sweeps.sweep_id
+  ORDER BY e.completed_at DESC, e.execution_id DESC LIMIT 2
+) latest
+ORDER BY sweeps.tenant, sweeps.poller_id, sweeps.sweep_id, latest.completed_at DESC, latest.execution_id DESC
+""")
 
 # A poller in these states reports nothing (or is held by an operator): its agents and checks
 # keep their last state, which says nothing new, so they raise no alerts of their own.
@@ -226,7 +255,12 @@ class AlertRepository:
                     sa.func.sum(ingest_batches.c.accepted).label("accepted"),
                     sa.func.sum(ingest_batches.c.rejected).label("rejected"),
                 )
-                .where(ingest_batches.c.updated_at >= window_start)
+                .where(
+                    # Naming every state lets PostgreSQL range-scan ix_ingest_batches_state_updated
+                    # per state (as stats does) instead of reading the whole ledger.
+                    ingest_batches.c.state.in_([s.value for s in BatchState]),
+                    ingest_batches.c.updated_at >= window_start,
+                )
                 .group_by(ingest_batches.c.tenant)
             )
             windows = [
@@ -235,37 +269,43 @@ class AlertRepository:
         return Facts(offline_pollers, down_agents, failing_checks, sweeps, windows)
 
     async def _sweep_pairs(self, conn: AsyncConnection) -> list[rules.SweepPair]:
-        s = _sweep_executions.c
-        ranked = (
-            sa.select(
-                s.tenant,
-                s.poller_id,
-                s.sweep_id,
-                s.hosts_total,
-                s.hosts_available,
-                sa.func.row_number()
-                .over(
-                    partition_by=(s.tenant, s.poller_id, s.sweep_id),
-                    order_by=(s.completed_at.desc(), s.execution_id.desc()),
+        # Rows come grouped by sweep, newest first, at most two per sweep.
+        if conn.dialect.name == "postgresql":
+            rows = await conn.execute(_LATEST_TWO_PER_SWEEP)
+        else:
+            s = _sweep_executions.c
+            ranked = (
+                sa.select(
+                    s.tenant,
+                    s.poller_id,
+                    s.sweep_id,
+                    s.hosts_total,
+                    s.hosts_available,
+                    sa.func.row_number()
+                    .over(
+                        partition_by=(s.tenant, s.poller_id, s.sweep_id),
+                        order_by=(s.completed_at.desc(), s.execution_id.desc()),
+                    )
+                    .label("rank"),
                 )
-                .label("rank"),
+                # Literals, as ix_sweep_executions_latest's predicate: SQLite then reads that
+                # index in the window's order instead of sorting the table.
+                .where(s.state == sa.literal_column("'completed'"), s.sweep_id != sa.literal_column("''"))
+                .subquery()
             )
-            .where(s.state == "completed", s.sweep_id != "")
-            .subquery()
-        )
-        rows = await conn.execute(
-            sa.select(ranked)
-            .where(ranked.c.rank <= 2)
-            .order_by(ranked.c.tenant, ranked.c.poller_id, ranked.c.sweep_id, ranked.c.rank)
-        )
+            rows = await conn.execute(
+                sa.select(ranked)
+                .where(ranked.c.rank <= 2)
+                .order_by(ranked.c.tenant, ranked.c.poller_id, ranked.c.sweep_id, ranked.c.rank)
+            )
         latest: dict[tuple[str, str, str], tuple[int, int]] = {}
         pairs: list[rules.SweepPair] = []
         for r in rows:
             key = (r.tenant, r.poller_id, r.sweep_id)
             counts = (int(r.hosts_total or 0), int(r.hosts_available or 0))
-            if r.rank == 1:
+            if key not in latest:
                 latest[key] = counts
-            elif key in latest:
+            else:
                 pairs.append(rules.SweepPair(*key, *counts, *latest[key]))
         return pairs
 

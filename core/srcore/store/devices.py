@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from srcore.domain.identity import (
@@ -509,22 +509,38 @@ class DeviceRepository:
         externals = [i.value for i in identifiers if i.kind == "external"]
         found: list[ObservationRow] = []
         async with self.db.connect() as conn:
+            postgres = conn.dialect.name == "postgresql"
             for kind, table in (("sweep", sweep_host_results), ("device_update", device_updates)):
                 c = table.c
+                # On device_updates each alternative is one index lookup of 0011_query_indexes, so
+                # the OR is a union of index scans (sweep_host_results has no such index, to keep
+                # its COPY fast, and is scanned). The tenant is in every alternative: SQLite
+                # (no statistics) would otherwise walk the whole tenant through an index's prefix;
+                # PostgreSQL factors it out. The partial indexes' predicates are literals: a bound
+                # parameter does not prove them in a generic plan.
+                in_tenant = c.tenant == tenant
                 matches: list[sa.ColumnElement[bool]] = [
-                    (c.partition == partition) & (c.ip == ip) for partition, ip in ips
+                    in_tenant & (c.partition == partition) & (c.ip == ip) for partition, ip in ips
                 ]
                 if macs:
-                    matches.append(c.mac.in_(macs))
+                    matches.append(in_tenant & c.mac.in_(macs) & (c.mac != sa.literal_column("''")))
                 if kind == "device_update":
                     for value in externals:
                         system, _, ident = value.partition(":")
-                        needle = json.dumps({system: ident})[1:-1]
-                        matches.append(c.external_ids.contains(needle, autoescape=True))
+                        if postgres:
+                            document = sa.cast(c.external_ids, JSONB)
+                            has_ids = c.external_ids != sa.literal_column("'{}'")
+                            matches.append(in_tenant & has_ids & document.contains({system: ident}))
+                        else:
+                            # No index serves a substring: unary + keeps SQLite from walking the
+                            # tenant through an index for it, so the OR is one plain table scan.
+                            needle = json.dumps({system: ident})[1:-1]
+                            unindexed = sa.literal_column(f"+{table.name}.tenant", sa.String) == tenant
+                            matches.append(unindexed & c.external_ids.contains(needle, autoescape=True))
                 if not matches:
                     continue
                 key = (c.observed_at, c.poller_id, c.batch_id, c.chunk_index, c.seq)
-                query = sa.select(table).where(c.tenant == tenant, sa.or_(*matches))
+                query = sa.select(table).where(sa.or_(*matches))
                 if after is not None:
                     at, after_kind, *rest = after
                     if kind < after_kind:

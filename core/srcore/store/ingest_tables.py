@@ -8,6 +8,7 @@ is advanced in the same transaction as the rows.
 from __future__ import annotations
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
 
 from srcore.store.tables import Timestamp, metadata
 
@@ -101,6 +102,7 @@ sweep_host_results = sa.Table(
     sa.Column("response_time_us", sa.BigInteger, nullable=True),
     sa.Index("ix_sweep_host_results_flush", "flush_id", postgresql_using="brin"),
     sa.Index("ix_sweep_host_results_observed", "observed_at", postgresql_using="brin"),
+    # No index by IP or MAC: they would halve the COPY (see 0011_query_indexes).
 )
 
 service_check_results = sa.Table(
@@ -134,7 +136,24 @@ device_updates = sa.Table(
     sa.Column("received_at", Timestamp, nullable=False),
     sa.Index("ix_device_updates_flush", "flush_id", postgresql_using="brin"),
     sa.Index("ix_device_updates_observed", "observed_at", postgresql_using="brin"),
+    # A device's history (store/devices.py observations, 0011_query_indexes): by IP, by MAC,
+    # and on PostgreSQL by external id (JSON containment; SQLite matches the text unindexed).
+    sa.Index("ix_device_updates_tenant_ip", "tenant", "partition", "ip"),
+    sa.Index(
+        "ix_device_updates_tenant_mac",
+        "tenant",
+        "mac",
+        postgresql_where=sa.text("mac <> ''"),
+        sqlite_where=sa.text("mac <> ''"),
+    ),
 )
+sa.Index(
+    "ix_device_updates_external_ids",
+    sa.cast(device_updates.c.external_ids, JSONB).label("external_ids_jsonb"),
+    postgresql_using="gin",
+    postgresql_ops={"external_ids_jsonb": "jsonb_path_ops"},
+    postgresql_where=sa.text("external_ids <> '{}'"),
+).ddl_if(dialect="postgresql")
 
 host_latest = sa.Table(
     "host_latest",
@@ -197,4 +216,15 @@ sweep_executions = sa.Table(
     sa.Column("close_after_flush", sa.BigInteger, nullable=True),
     sa.Column("closed_at", Timestamp, nullable=True),
     sa.Index("ix_sweep_executions_closing", "closed_at", "state"),
+)
+# The last completed executions of each sweep, newest first (store/alerts.py, 0011_query_indexes).
+sa.Index(
+    "ix_sweep_executions_latest",
+    sweep_executions.c.tenant,
+    sweep_executions.c.poller_id,
+    sweep_executions.c.sweep_id,
+    sweep_executions.c.completed_at.desc(),
+    sweep_executions.c.execution_id.desc(),
+    postgresql_where=sa.text("state = 'completed' AND sweep_id <> ''"),
+    sqlite_where=sa.text("state = 'completed' AND sweep_id <> ''"),
 )
