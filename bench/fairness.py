@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import sqlite3
 import statistics
 import subprocess
@@ -144,14 +143,18 @@ def main() -> None:
             solo, settled = alone["rate"], alone["settled"]
             # A floods with far more than it can send while B runs, so it is busy throughout.
             flood = start_flood(address, pki, cert, key, args.per_chunk, args.results * 50)
-            time.sleep(3.0)  # A's 20 streams open and fill their windows first
-            mark = last_flush(url, data)
-            contended = run_client(address, pki, 1, args.per_chunk, args.results)["rate"]
-            counts = rows_by_tenant(url, data, "default", mark)
-            if flood.poll() is not None:
-                raise SystemExit("A finished before B: rerun with more --results")
-            flood.send_signal(signal.SIGINT)
-            flood.wait(timeout=60)
+            try:
+                time.sleep(3.0)  # A's 20 streams open and fill their windows first
+                mark = last_flush(url, data)
+                contended = run_client(address, pki, 1, args.per_chunk, args.results)["rate"]
+                counts = rows_by_tenant(url, data, "default", mark)
+                if flood.poll() is not None:
+                    raise SystemExit("A finished before B: rerun with more --results")
+            finally:
+                # Cut off: a load generator needs no graceful exit (and grpc's threads can keep
+                # an interrupted asyncio.run from returning); the core sees the streams cancelled.
+                flood.terminate()
+                flood.wait(timeout=60)
             solos.append(solo)
             settleds.append(settled)
             contendeds.append(contended)
