@@ -15,7 +15,6 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from urllib.parse import urlsplit
 
 from srcore.alerting.delivery import Attempt, Sender
 from srcore.domain import alerts as rules
@@ -24,6 +23,7 @@ from srcore.domain.alerts import AlertCause, AlertState, Message, Notice, Notifi
 from srcore.domain.coordination import LeaderInfo
 from srcore.domain.errors import DomainError, InvalidArgument
 from srcore.domain.leadership import LeaderJob, Leadership, every
+from srcore.domain.work import http_url
 from srcore.security.credentials import CredentialVault
 from srcore.store.alerts import AlertRecord, AlertRepository, DeliveryRecord, NotifierRecord
 
@@ -33,7 +33,6 @@ log = logging.getLogger(__name__)
 DELIVERY_BATCH = 100
 # The tenant whose notifiers hear of replicas starting and stopping: the platform operators'.
 CORE_NOTICE_TENANT = "default"
-MAX_URL = 2048
 MAX_HEADERS = 16
 _HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}")
 _URL_KEY = "url"
@@ -70,18 +69,8 @@ class NotifierChange:
 
 
 def check_url(value: str) -> str:
-    """An http(s) URL with a host; INVALID_ARGUMENT naming `url` otherwise (never echoing it)."""
-    if not value:
-        raise InvalidArgument("url", "required")
-    if len(value) > MAX_URL:
-        raise InvalidArgument("url", f"at most {MAX_URL} characters")
-    try:
-        parts = urlsplit(value)
-    except ValueError:
-        raise InvalidArgument("url", "not a URL") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise InvalidArgument("url", "must be an http or https URL with a host")
-    return value
+    """An http(s) URL with a host, checked as work items' URLs are; INVALID_ARGUMENT naming `url`."""
+    return http_url("url", value)
 
 
 def check_headers(values: Mapping[str, str]) -> dict[str, str]:

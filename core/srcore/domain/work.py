@@ -225,15 +225,18 @@ def host(field_name: str, value: str) -> str:
 
 
 def http_url(field_name: str, value: str) -> str:
-    """An http or https URL with a host; returned as given."""
+    """An http or https URL with a host; returned as given.
+
+    Errors never echo the URL (a webhook's carries its secret in the path); at most its host.
+    """
     if not value:
         raise InvalidArgument(field_name, "required: an http(s) URL")
     validation.text(field_name, value, 2048)
     try:
         parts = urlsplit(value)
         port = parts.port
-    except ValueError as exc:
-        raise InvalidArgument(field_name, f"not a URL: {exc}") from None
+    except ValueError:
+        raise InvalidArgument(field_name, "not a URL (bad port or IPv6 address)") from None
     if parts.scheme not in ("http", "https"):
         raise InvalidArgument(field_name, "must be an http:// or https:// URL")
     if not parts.hostname:
