@@ -22,7 +22,7 @@ from srcore.store.database import Database
 from srcore.store.fence import hold_fence
 from srcore.store.pollers import utc
 from srcore.store.tables import onboarding_packages as packages
-from srcore.store.tables import tenants
+from srcore.store.tenancy import require_tenant
 from srcore.store.transitions import record_transitions
 
 # Bounds one expiry sweep's transaction; the next sweep picks up the rest.
@@ -97,8 +97,7 @@ class PackageRepository:
         """Store a freshly issued package; NotFound for an unknown tenant."""
         p = new.package
         async with self._db.begin() as conn:
-            if await conn.scalar(sa.select(tenants.c.name).where(tenants.c.name == p.tenant)) is None:
-                raise NotFound(f"tenant {p.tenant!r} not found")
+            await require_tenant(conn, p.tenant)
             await conn.execute(
                 packages.insert().values(
                     package_id=p.package_id,

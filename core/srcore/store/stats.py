@@ -30,7 +30,8 @@ from srcore.store.fence import hold_fence
 from srcore.store.ingest_tables import ingest_batches
 from srcore.store.pollers import utc
 from srcore.store.stats_tables import stats_partitions, stats_refresh
-from srcore.store.tables import agents, pollers, tenants
+from srcore.store.tables import agents, pollers
+from srcore.store.tenancy import tenant_known
 
 REFRESH_ROW = "stats"
 
@@ -161,7 +162,7 @@ class StatsRepository:
     async def tenant_exists(self, tenant: str) -> bool:
         """Whether the tenant exists."""
         async with self._db.connect() as conn:
-            return await conn.scalar(sa.select(tenants.c.name).where(tenants.c.name == tenant)) is not None
+            return await tenant_known(conn, tenant)
 
     async def snapshot(self, tenant: str, partition: str | None) -> Snapshot:
         """The stored figures of a tenant (one partition when named), with their totals."""

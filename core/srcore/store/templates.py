@@ -23,7 +23,7 @@ from srcore.domain.templates import (
 from srcore.store.database import Database
 from srcore.store.pollers import utc
 from srcore.store.stats_tables import checker_templates as t
-from srcore.store.tables import tenants
+from srcore.store.tenancy import require_tenant
 
 # Two replicas registering the same name at once race for the next version number; the loser
 # reads again and decides again (usually: unchanged).
@@ -75,10 +75,6 @@ class TemplateRepository:
         self._db = db
         self._clock = clock
 
-    async def _require_tenant(self, conn: AsyncConnection, tenant: str) -> None:
-        if await conn.scalar(sa.select(tenants.c.name).where(tenants.c.name == tenant)) is None:
-            raise NotFound(f"tenant {tenant!r} not found")
-
     async def register(
         self, tenant: str, specs: Sequence[TemplateSpec], source: TemplateSource, registered_by: str
     ) -> list[Registered]:
@@ -97,7 +93,7 @@ class TemplateRepository:
         now = self._clock()
         results = []
         async with self._db.begin() as conn:
-            await self._require_tenant(conn, tenant)
+            await require_tenant(conn, tenant)
             # One read for every name (an edge registers up to MAX_EDGE_TEMPLATES at once).
             newest = await _latest_of(conn, tenant, {spec.name for spec in specs})
             for spec in specs:

@@ -8,6 +8,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from srcore.domain.errors import AlreadyExists, FailedPrecondition, NotFound
 from srcore.domain.model import Transition
@@ -16,6 +17,17 @@ from srcore.store.database import Database
 from srcore.store.pollers import utc
 from srcore.store.tables import partitions, pollers, tenants
 from srcore.store.transitions import record_transitions
+
+
+async def tenant_known(conn: AsyncConnection, tenant: str) -> bool:
+    """Whether `tenant` exists, read in the caller's transaction."""
+    return await conn.scalar(sa.select(tenants.c.name).where(tenants.c.name == tenant)) is not None
+
+
+async def require_tenant(conn: AsyncConnection, tenant: str) -> None:
+    """NotFound unless `tenant` exists, read in the caller's transaction (before writing for it)."""
+    if not await tenant_known(conn, tenant):
+        raise NotFound(f"tenant {tenant!r} not found")
 
 
 def _tenant(row: sa.Row[Any]) -> Tenant:
@@ -127,8 +139,7 @@ class TenantRepository:
     async def create_partition(self, partition: Partition) -> Partition:
         """Insert a partition; NotFound for an unknown tenant, AlreadyExists for a taken name."""
         async with self._db.begin() as conn:
-            if await conn.scalar(sa.select(tenants.c.name).where(tenants.c.name == partition.tenant)) is None:
-                raise NotFound(f"tenant {partition.tenant!r} not found")
+            await require_tenant(conn, partition.tenant)
             exists = await conn.scalar(
                 sa.select(partitions.c.name).where(
                     partitions.c.tenant == partition.tenant, partitions.c.name == partition.name

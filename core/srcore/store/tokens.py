@@ -9,11 +9,12 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
-from srcore.domain.errors import AlreadyExists, NotFound
+from srcore.domain.errors import AlreadyExists
 from srcore.domain.tenancy import ApiToken
 from srcore.store.database import Database
 from srcore.store.pollers import utc
-from srcore.store.tables import api_tokens, tenants
+from srcore.store.tables import api_tokens
+from srcore.store.tenancy import require_tenant
 
 
 def _token(row: sa.Row[Any]) -> ApiToken:
@@ -41,9 +42,7 @@ class TokenRepository:
         """Store a new token; AlreadyExists on an id collision (the caller draws a new id)."""
         async with self._db.begin() as conn:
             if token.tenant is not None:
-                known = await conn.scalar(sa.select(tenants.c.name).where(tenants.c.name == token.tenant))
-                if known is None:
-                    raise NotFound(f"tenant {token.tenant!r} not found")
+                await require_tenant(conn, token.tenant)
             try:
                 await conn.execute(
                     api_tokens.insert().values(

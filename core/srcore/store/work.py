@@ -38,7 +38,8 @@ from srcore.security.credentials import Sealed
 from srcore.store.database import Database
 from srcore.store.fence import hold_fence
 from srcore.store.pollers import utc
-from srcore.store.tables import agents, partitions, pollers, tenants, work_items
+from srcore.store.tables import agents, partitions, pollers, work_items
+from srcore.store.tenancy import require_tenant
 from srcore.store.transitions import record_transitions
 
 # Rows changed per statement when the leader writes a large plan (a partition's first
@@ -598,8 +599,7 @@ class WorkRepository:
 
     @staticmethod
     async def _require_partition(conn: AsyncConnection, tenant: str, partition: str) -> None:
-        if await conn.scalar(sa.select(tenants.c.name).where(tenants.c.name == tenant)) is None:
-            raise NotFound(f"tenant {tenant!r} not found")
+        await require_tenant(conn, tenant)
         exists = await conn.scalar(
             sa.select(partitions.c.name).where(partitions.c.tenant == tenant, partitions.c.name == partition)
         )
