@@ -11,6 +11,7 @@ from typing import Any, cast
 import grpc
 import sqlalchemy.exc
 from grpc.aio import AbortError
+from prometheus_client import Counter, Histogram
 
 from srcore.api.context import Context
 from srcore.api.errors import abort_with
@@ -18,6 +19,23 @@ from srcore.domain.errors import DomainError
 from srcore.observability.metrics import RPC_LATENCY, RPC_REQUESTS
 
 log = logging.getLogger(__name__)
+
+
+def _method_metrics(method: str) -> tuple[Histogram, Callable[[str], Counter]]:
+    """One method's latency histogram and its request counter by status code.
+
+    Resolved once per method (and code), not per call: a labelled child's lookup takes a lock
+    and builds its key, which a heartbeat-heavy fleet would pay on every call.
+    """
+    by_code: dict[str, Counter] = {}
+
+    def requests(code: str) -> Counter:
+        child = by_code.get(code)
+        if child is None:
+            child = by_code[code] = RPC_REQUESTS.labels(method, code)
+        return child
+
+    return RPC_LATENCY.labels(method), requests
 
 
 def _code_name(context: Context) -> str:
@@ -108,6 +126,8 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
 
     @staticmethod
     def _unary(method: str, behavior: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
+        latency, requests = _method_metrics(method)
+
         async def wrapper(request: Any, context: Context) -> Any:
             started = time.perf_counter()
             try:
@@ -121,13 +141,15 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
             except Exception as exc:
                 await _internal(context, method, exc)
             finally:
-                RPC_LATENCY.labels(method).observe(time.perf_counter() - started)
-                RPC_REQUESTS.labels(method, _code_name(context)).inc()
+                latency.observe(time.perf_counter() - started)
+                requests(_code_name(context)).inc()
 
         return wrapper
 
     @staticmethod
     def _streaming(method: str, behavior: Callable[..., Any]) -> Callable[..., AsyncIterator[Any]]:
+        latency, requests = _method_metrics(method)
+
         async def wrapper(request: Any, context: Context) -> AsyncIterator[Any]:
             started = time.perf_counter()
             try:
@@ -142,7 +164,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
             except Exception as exc:
                 await _internal(context, method, exc)
             finally:
-                RPC_LATENCY.labels(method).observe(time.perf_counter() - started)
-                RPC_REQUESTS.labels(method, _code_name(context)).inc()
+                latency.observe(time.perf_counter() - started)
+                requests(_code_name(context)).inc()
 
         return wrapper
