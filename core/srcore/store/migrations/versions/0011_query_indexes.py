@@ -10,6 +10,10 @@ about 2-4 microseconds a row (its throughput halved, measured), more than the hi
 is worth, so a device's sweep history stays a scan of its tenant's rows. device_updates (the
 integrations' far smaller volume) is indexed by IP, by MAC where present and, on PostgreSQL,
 by external id as JSON containment over the rows that carry one.
+
+Built inside the migration's transaction, the indexes block writes to their tables while they
+build. A large PostgreSQL installation can build them beforehand with CREATE INDEX CONCURRENTLY
+(same names and definitions): the migration then skips them (IF NOT EXISTS).
 """
 
 from __future__ import annotations
@@ -31,13 +35,18 @@ def upgrade() -> None:
     """Apply the change."""
     # Not in batch mode: on SQLite that would copy the raw tables.
     op.create_index(
-        "ix_device_updates_tenant_ip", "device_updates", ["tenant", "partition", "ip"], unique=False
+        "ix_device_updates_tenant_ip",
+        "device_updates",
+        ["tenant", "partition", "ip"],
+        unique=False,
+        if_not_exists=True,
     )
     op.create_index(
         "ix_device_updates_tenant_mac",
         "device_updates",
         ["tenant", "mac"],
         unique=False,
+        if_not_exists=True,
         postgresql_where=_HAS_MAC,
         sqlite_where=_HAS_MAC,
     )
@@ -47,6 +56,7 @@ def upgrade() -> None:
             "device_updates",
             [sa.text("CAST(external_ids AS JSONB) jsonb_path_ops")],
             unique=False,
+            if_not_exists=True,
             postgresql_using="gin",
             postgresql_where=_HAS_EXTERNAL_IDS,
         )
@@ -55,6 +65,7 @@ def upgrade() -> None:
         "sweep_executions",
         ["tenant", "poller_id", "sweep_id", sa.text("completed_at DESC"), sa.text("execution_id DESC")],
         unique=False,
+        if_not_exists=True,
         postgresql_where=_COMPLETED_SWEEP,
         sqlite_where=_COMPLETED_SWEEP,
     )
