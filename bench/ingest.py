@@ -31,6 +31,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -110,50 +111,21 @@ def copy_rows(per_chunk: int) -> list[tuple[Any, ...]]:
     return rows
 
 
-async def raw_copy(url: str, total: int) -> float:
-    """Rows per second of binary COPY into sweep_host_results, from Python."""
-    db = Database(url)
-    await db.migrate()
-    await db.dispose()
-    rows = copy_rows(500)
-    table, columns = TABLES[ResultKind.SWEEP_HOSTS]
-    statement = f"COPY {table} ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)"
-    written = 0
-    async with await psycopg.AsyncConnection.connect(url) as conn:
-        started = time.perf_counter()
-        while written < total:
-            async with conn.cursor() as cursor, cursor.copy(statement) as copy:
-                copy.set_types(COPY_TYPES[ResultKind.SWEEP_HOSTS])
-                for row in rows:
-                    await copy.write_row(row)
-            await conn.commit()
-            written += len(rows)
-        elapsed = time.perf_counter() - started
-    return written / elapsed
+async def copy_rate(url: str, total: int, next_rows: Callable[[int], list[tuple[Any, ...]]]) -> float:
+    """Rows per second of binary COPY into sweep_host_results, from Python, until `total`.
 
-
-async def raw_copy_from_chunks(url: str, total: int, per_chunk: int = 500, flush: int = 5000) -> float:
-    """Results per second parsed from serialised chunks, turned into rows and COPYed.
-
-    Uses the server's row-building code and commits every `flush` results, as the writer does.
+    Each transaction writes `next_rows(rows written so far)`, timed with the COPY.
     """
     db = Database(url)
     await db.migrate()
     await db.dispose()
-    pool = payloads(per_chunk)
     table, columns = TABLES[ResultKind.SWEEP_HOSTS]
     statement = f"COPY {table} ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)"
-    batch = str(uuid.uuid4())
     written = 0
     async with await psycopg.AsyncConnection.connect(url) as conn:
         started = time.perf_counter()
         while written < total:
-            rows: list[tuple[Any, ...]] = []
-            now = datetime.now(UTC)
-            for index in range(written // per_chunk, (written + flush) // per_chunk):
-                results = rpb.SweepHostResults.FromString(pool[index % len(pool)]).results
-                origin = ChunkOrigin("default", "bench", "demo", "", batch, index, 1)
-                sweep_rows(results, origin, now, now, lambda d: d, rows, Tally())
+            rows = next_rows(written)
             async with conn.cursor() as cursor, cursor.copy(statement) as copy:
                 copy.set_types(COPY_TYPES[ResultKind.SWEEP_HOSTS])
                 for row in rows:
@@ -162,6 +134,32 @@ async def raw_copy_from_chunks(url: str, total: int, per_chunk: int = 500, flush
             written += len(rows)
         elapsed = time.perf_counter() - started
     return written / elapsed
+
+
+async def raw_copy(url: str, total: int) -> float:
+    """(b): COPY of rows built beforehand, the pool's 32,000 rows per transaction."""
+    rows = copy_rows(500)
+    return await copy_rate(url, total, lambda _: rows)
+
+
+async def raw_copy_from_chunks(url: str, total: int, per_chunk: int = 500, flush: int = 5000) -> float:
+    """(b'): each transaction's `flush` results parsed from serialised chunks into rows first.
+
+    Uses the server's row-building code and commits every `flush` results, as the writer does.
+    """
+    pool = payloads(per_chunk)
+    batch = str(uuid.uuid4())
+
+    def parsed(written: int) -> list[tuple[Any, ...]]:
+        rows: list[tuple[Any, ...]] = []
+        now = datetime.now(UTC)
+        for index in range(written // per_chunk, (written + flush) // per_chunk):
+            results = rpb.SweepHostResults.FromString(pool[index % len(pool)]).results
+            origin = ChunkOrigin("default", "bench", "demo", "", batch, index, 1)
+            sweep_rows(results, origin, now, now, lambda d: d, rows, Tally())
+        return rows
+
+    return await copy_rate(url, total, parsed)
 
 
 def create_database(admin_url: str) -> str:
