@@ -56,10 +56,13 @@ def head_revisions() -> frozenset[str]:
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # WAL lets readers proceed during a write; busy_timeout rides out short write locks
-    # instead of failing with "database is locked".
+    # instead of failing with "database is locked". synchronous=FULL syncs the WAL at every
+    # commit: an acknowledged chunk or registration then survives an OS crash or power loss,
+    # not only the core's own crash (NORMAL may lose the last commits). Writes are batched
+    # (a flush, a slice of heartbeats per transaction), so it costs one fsync per batch.
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA synchronous=FULL")
     cursor.execute("PRAGMA busy_timeout=10000")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
