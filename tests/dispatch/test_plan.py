@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from srcore.dispatch.dispatcher import registry_pause
 from srcore.domain.config import poller_config_version
 from srcore.domain.dispatch import (
     Candidate,
@@ -159,3 +160,11 @@ def test_transitions_record_pending_placed_and_moved_only() -> None:
     found = assignment_transition("acme", "check", "web", item("a", "p1"), stuck, NOW)
     assert found is not None and (found.entity_type, found.entity_id) == ("assignment", "check/web")
     assert recorded(item("a", "p1"), Placement(None, A.DISABLED, "disabled")) is None
+
+
+def test_a_slow_registry_round_pushes_the_next_one_back_by_twice_its_time() -> None:
+    # A quick round keeps the configured settle; a round of a large fleet (0.8 s) makes
+    # registry changes wait 1.6 s, so placement takes at most a third of the leader's loop.
+    assert registry_pause(1.0, 0.01) == 1.0
+    assert registry_pause(1.0, 0.8) == 1.6
+    assert registry_pause(0.0, 0.25) == 0.5

@@ -7,9 +7,10 @@ concerned again (level-triggered: every round re-reads the partition and converg
 missed or repeated hint costs a round, never a wrong placement):
 
 - the registry: a poller registering (joining: with a rebalance) or expiring (offline);
-  changes arriving within `registry_settle` seconds of the last registry-driven round share
-  the next one, so a fleet re-registering at once costs a few rounds per partition, not one
-  per poller (a lone join or expiry is still placed at once);
+  changes arriving within `registry_settle` seconds (or twice that round's duration, if
+  longer) of the last registry-driven round share the next one, so a fleet re-registering at
+  once costs a few rounds per partition, not one per poller, and at most a third of the
+  leader's time (a lone join or expiry is still placed at once);
 - `DispatchWanted` signals: an operator created, changed or deleted an item, drained or
   resumed a poller (any replica);
 - a full pass every `resync_interval`, for what sends no hint (e.g. maintenance).
@@ -97,6 +98,15 @@ class _Dirty:
         return self.everything or bool(self.partitions)
 
 
+def registry_pause(settle: float, took: float) -> float:
+    """Seconds registry changes wait after a registry-driven round that took `took` seconds.
+
+    At least twice the round's own time: when a large fleet registers at once, placing it
+    takes at most a third of the leader's loop, whatever `settle` says.
+    """
+    return max(settle, 2 * took)
+
+
 def candidates(view: DispatchView, live: set[str]) -> tuple[list[Candidate], dict[str, str]]:
     """The pollers of the view's partition that may take work, and why the others may not."""
     available: list[Candidate] = []
@@ -159,14 +169,16 @@ class Dispatcher:
                 now = time.monotonic()
                 if now >= next_full:
                     dirty.everything = True
-                if joined and now >= registry_due:
+                registry_round = bool(joined) and now >= registry_due
+                if registry_round:
                     dirty.merge(joined)
-                    registry_due = now + self._settle
                 if dirty:
                     partitions, everything = dirty.take()
                     if everything:
                         next_full = time.monotonic() + self._resync
                     await self.dispatch(partitions, everything, leadership.info)
+                    if registry_round:
+                        registry_due = time.monotonic() + registry_pause(self._settle, time.monotonic() - now)
                     continue
                 wake_at = min(next_full, registry_due) if joined else next_full
                 if not await leadership.sleep(max(0.0, wake_at - now)):

@@ -217,6 +217,10 @@ class LivenessStore(Protocol):
         """The poller's latest transitions, newest first."""
 
 
+# Candidates looked at between two yields to the event loop (about a millisecond's work).
+_YIELD_EVERY = 200
+
+
 class LivenessMonitor:
     """The leader-only job that moves silent pollers to degraded, offline and inactive.
 
@@ -276,7 +280,11 @@ class LivenessMonitor:
         # Decide (and record) at the time the registry is looked at, after the store answered.
         now = self._clock()
         changes = []
-        for snapshot in candidates:
+        for n, snapshot in enumerate(candidates, 1):
+            if n % _YIELD_EVERY == 0:
+                # A fleet that registered but has not reported yet is thousands of candidates:
+                # let heartbeats in between instead of holding the loop for all of them.
+                await asyncio.sleep(0)
             live = await self._registry.get(snapshot.tenant, snapshot.poller_id) is not None
             change = decide(snapshot, live, now, policy)
             if change is not None:
