@@ -33,10 +33,15 @@ from srcore.security.pki import ensure_dev_pki
 
 
 def backend_cpu(url: str) -> dict[int, float]:
-    """CPU time used so far by each PostgreSQL backend connected to the benchmark's database."""
+    """CPU time used so far by each client backend connected to the benchmark's database.
+
+    Autovacuum workers are left out: one starting during a phase would otherwise count its
+    whole run against that phase's results.
+    """
     with psycopg.connect(url) as conn:
         pids = [int(row[0]) for row in conn.execute(
-            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+            " AND backend_type = 'client backend' AND pid <> pg_backend_pid()"
         )]  # fmt: skip
     found = {}
     for pid in pids:
