@@ -91,6 +91,18 @@ def mac_class(mac: str) -> str:
     return RANDOM_MAC if first & 2 else MAC
 
 
+def mac_after(current: str, observed: str) -> str:
+    """The MAC a device keeps after an observation reporting `observed` (both canonical).
+
+    A universal MAC is taken; a random one only while the device has no universal MAC (it
+    never displaces the one the device is known by); an ignored or missing one changes nothing.
+    """
+    kind = mac_class(observed)
+    if kind == MAC or (kind == RANDOM_MAC and mac_class(current) != MAC):
+        return observed
+    return current
+
+
 def canonical_id(tenant: str, key: IdentifierKey) -> str:
     """The id of a device created from identifier `key`: the same on every replica."""
     kind, value, partition = key
@@ -406,10 +418,7 @@ class IdentityResolver:
             device.available = obs.available
             if obs.ip:
                 device.ip = obs.ip
-            kind = mac_class(obs.mac)
-            # A random MAC never displaces the universal one the device is known by.
-            if kind == MAC or (kind == RANDOM_MAC and mac_class(device.mac) != MAC):
-                device.mac = obs.mac
+            device.mac = mac_after(device.mac, obs.mac)
             if obs.hostname:
                 device.hostname = obs.hostname
         elif obs.observed_at < device.first_seen:
@@ -470,10 +479,7 @@ def fold_known_sweep(
         write = True
     if observed_at < device.last_seen:
         return write
-    kind = mac_class(mac)
-    # A random MAC never displaces the universal one the device is known by.
-    takes_mac = kind == MAC or (kind == RANDOM_MAC and mac_class(device.mac) != MAC)
-    new_mac = mac if takes_mac else device.mac
+    new_mac = mac_after(device.mac, mac)
     new_ip = ip or device.ip
     new_hostname = hostname or device.hostname
     if (
