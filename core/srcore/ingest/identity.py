@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import json
 import logging
 import time
 from collections import OrderedDict, defaultdict
@@ -57,6 +56,7 @@ from srcore.store.devices import (
     SweepRow,
     claim_flushes,
     count_unidentified,
+    external_ids_of,
     load_devices,
     load_links,
     lock_tenants,
@@ -453,7 +453,7 @@ class IdentityStage(RoundLoop):
             sweeps = [(*r[:6], _sqlite_time(r[6])) for r in sweeps]
         observations = [
             Observation(t, p, ip, mac, host, up, at if postgres else _sqlite_time(at), source,
-                        json.loads(ids) if ids and ids != "{}" else {})
+                        external_ids_of(ids))
             for t, p, ip, mac, host, up, at, source, ids in updates
         ]  # fmt: skip
         rest = [flush_id for flush_id in flush_ids if flush_id not in taken]

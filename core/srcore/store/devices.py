@@ -173,6 +173,11 @@ async def read_sweeps(conn: AsyncConnection, flush_ids: Sequence[int]) -> list[S
     return [(t, p, ip, mac, host, bool(up), _at(at)) for t, p, ip, mac, host, up, at in rows]
 
 
+def external_ids_of(stored: str) -> dict[str, str]:
+    """A device update's external ids from the JSON text the raw table keeps."""
+    return json.loads(stored) if stored and stored != "{}" else {}
+
+
 async def read_device_updates(conn: AsyncConnection, flush_ids: Sequence[int]) -> list[Observation]:
     """The device updates of these flushes (integrations: external ids, sources)."""
     postgres = conn.dialect.name == "postgresql"
@@ -193,8 +198,11 @@ async def read_device_updates(conn: AsyncConnection, flush_ids: Sequence[int]) -
     )
     for tenant, partition, ip, mac, hostname, available, observed, source, external in updates:
         when = observed if postgres else _at(observed)
-        ids = json.loads(external) if external and external != "{}" else {}
-        out.append(Observation(tenant, partition, ip, mac, hostname, available, when, source, ids))
+        out.append(
+            Observation(
+                tenant, partition, ip, mac, hostname, available, when, source, external_ids_of(external)
+            )
+        )
     return out
 
 
