@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -113,8 +115,7 @@ async def test_reregistration_keeps_the_record_and_replaces_the_session(core: Ru
     assert states == {"agent-1": admin_pb.AGENT_STATE_UNAVAILABLE, "agent-2": admin_pb.AGENT_STATE_CONNECTING}
 
 
-async def test_degraded_report_moves_the_poller_and_a_clean_one_heals_it(sqlite_core: RunningCore) -> None:
-    core = sqlite_core
+async def test_degraded_report_moves_the_poller_and_a_clean_one_heals_it(core: RunningCore) -> None:
     async with core.channel(core.creds.edge()) as channel:
         edge = pb_grpc.EdgeServiceStub(channel)
         session = await edge.RegisterPoller(register_request())
@@ -155,3 +156,35 @@ async def test_heartbeats_are_answered_from_memory_and_written_in_one_batch(tmp_
         # Twenty heartbeats of one poller collapse into one pending write holding the latest.
         assert await core.app.registry.flush() == 1
         assert (await get_poller(core)).message == "beat 19"
+
+
+async def test_a_flush_waits_for_the_flush_already_writing(tmp_path: Path) -> None:
+    # What a flush returns promises: every heartbeat answered before it is in the store, even
+    # one that the periodic flush had already taken and was still writing.
+    async with running_core(tmp_path / "data", heartbeat_flush_interval=3600) as core:
+        async with core.channel(core.creds.edge()) as channel:
+            edge = pb_grpc.EdgeServiceStub(channel)
+            session = await edge.RegisterPoller(register_request())
+            await edge.ReportHealth(
+                pb.ReportHealthRequest(session_id=session.session_id, poller_id="demo", message="taken")
+            )
+        store = core.app.pollers
+        write = store.record_heartbeats
+        writing, release = asyncio.Event(), asyncio.Event()
+
+        async def held_write(*args: Any, **kwargs: Any) -> Any:
+            writing.set()
+            await release.wait()
+            return await write(*args, **kwargs)
+
+        store.record_heartbeats = held_write  # type: ignore[method-assign]
+        periodic = asyncio.create_task(core.app.registry.flush())
+        await writing.wait()
+        second = asyncio.create_task(core.app.registry.flush())
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert not second.done(), "a flush returned while the heartbeat it follows was unwritten"
+        release.set()
+        assert await periodic == 1
+        assert await second == 0
+        assert (await get_poller(core)).message == "taken"

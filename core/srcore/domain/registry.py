@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -152,6 +153,9 @@ class RegistryService:
         self._fencing_token = fencing_token
         self._live: dict[tuple[str, str], _Live] = {}
         self._pending: dict[tuple[str, str], PendingHeartbeat] = {}
+        # One flush at a time: a flush returns once every heartbeat answered before it was
+        # called is written, including those a flush already under way took.
+        self._flushing = asyncio.Lock()
 
     async def _require_active_tenant(self, tenant: str) -> None:
         state = await self._store.tenant_state(tenant)
@@ -316,18 +320,21 @@ class RegistryService:
         judged from a state another replica or an operator set (degraded by the liveness
         monitor, maintenance), not from this replica's older memory.
         """
-        pending = self.take_pending()
-        for start in range(0, len(pending), FLUSH_SLICE):
-            part = pending[start : start + FLUSH_SLICE]
-            try:
-                stored = await self._store.record_heartbeats(part, self._replica_id, self._fencing_token())
-            except Exception:
-                self.requeue(pending[start:])
-                raise
-            for key, state in stored.items():
-                live = self._live.get(key)
-                # A heartbeat queued meanwhile was judged from the old state; the next flush
-                # checks its transitions against the store and corrects this memory then.
-                if live is not None and key not in self._pending:
-                    live.state = state
-        return len(pending)
+        async with self._flushing:
+            pending = self.take_pending()
+            for start in range(0, len(pending), FLUSH_SLICE):
+                part = pending[start : start + FLUSH_SLICE]
+                try:
+                    stored = await self._store.record_heartbeats(
+                        part, self._replica_id, self._fencing_token()
+                    )
+                except Exception:
+                    self.requeue(pending[start:])
+                    raise
+                for key, state in stored.items():
+                    live = self._live.get(key)
+                    # A heartbeat queued meanwhile was judged from the old state; the next flush
+                    # checks its transitions against the store and corrects this memory then.
+                    if live is not None and key not in self._pending:
+                        live.state = state
+            return len(pending)
