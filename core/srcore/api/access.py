@@ -3,8 +3,9 @@ still good, the audit log, and the onboarding package material.
 
 Checks that run on every call read through short-lived caches (`auth_cache_ttl`, default 5 s):
 a revocation or suspension made on this replica applies at once, on the others within that
-time. Token last-use times are kept in memory and written in batches, so a busy token costs no
-database write per call.
+time (at most twice it for a caller quiet meanwhile, see ReadThroughCache). Token last-use
+times are kept in memory and written in batches, so a busy token costs no database write per
+call.
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ import logging
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from srcore.domain.coordination import LeaderInfo
 from srcore.domain.errors import FailedPrecondition, PermissionDenied, Unauthenticated
@@ -48,49 +49,81 @@ LAST_USED_FLUSH_INTERVAL = 5.0
 EXPIRY_SWEEP_INTERVAL = 30.0
 
 
-class TtlCache(Generic[K, V]):
-    """A bounded map whose entries are forgotten `ttl` seconds after they were stored."""
+class ReadThroughCache(Generic[K, V]):
+    """A bounded cache in front of a store read, for checks made on every call.
 
-    def __init__(self, ttl: float, size: int = CACHE_SIZE) -> None:
+    An entry younger than `ttl` is answered from memory. One between `ttl` and twice `ttl` is
+    answered too, while a single background read replaces it: when a fleet's tenant expires,
+    its heartbeats must not all wait on the store, nor each send it a query (a stampede of
+    hundreds of reads queued on the pool held heartbeats for ~0.5 s once per `ttl`). Older
+    entries, and keys never read, wait for the read; concurrent callers share one.
+    """
+
+    def __init__(self, ttl: float, load: Callable[[K], Awaitable[V]], size: int = CACHE_SIZE) -> None:
         self._ttl = ttl
+        self._load = load
         self._size = size
         self._entries: OrderedDict[K, tuple[float, V]] = OrderedDict()
+        self._reads: dict[K, asyncio.Future[V]] = {}
+        # Bumped by forget(): a read started before a change must not store what it read.
+        self._epoch = 0
 
-    def get(self, key: K) -> tuple[bool, V | None]:
-        """(True, value) for a fresh entry, (False, None) otherwise."""
+    async def get(self, key: K) -> V:
+        """The value for `key`, from memory when fresh enough, else from the store."""
         entry = self._entries.get(key)
-        if entry is None:
-            return False, None
-        if time.monotonic() - entry[0] >= self._ttl:
-            del self._entries[key]
-            return False, None
-        return True, entry[1]
+        if entry is not None:
+            age = time.monotonic() - entry[0]
+            if age < self._ttl:
+                return entry[1]
+            if age < 2 * self._ttl:
+                if key not in self._reads:
+                    self._read(key).add_done_callback(_log_failed_refresh)
+                return entry[1]
+        return await asyncio.shield(self._read(key))
 
-    def put(self, key: K, value: V) -> None:
-        """Store `value`, evicting the oldest entry when full."""
-        self._entries[key] = (time.monotonic(), value)
-        self._entries.move_to_end(key)
-        while len(self._entries) > self._size:
-            self._entries.popitem(last=False)
+    def _read(self, key: K) -> asyncio.Future[V]:
+        read = self._reads.get(key)
+        if read is None:
+            read = self._reads[key] = asyncio.ensure_future(self._read_and_store(key, self._epoch))
+        return read
+
+    async def _read_and_store(self, key: K, epoch: int) -> V:
+        try:
+            value = await self._load(key)
+        finally:
+            if self._reads.get(key) is asyncio.current_task():
+                del self._reads[key]
+        if self._epoch == epoch:
+            self._entries[key] = (time.monotonic(), value)
+            self._entries.move_to_end(key)
+            while len(self._entries) > self._size:
+                self._entries.popitem(last=False)
+        return value
 
     def forget(self, key: K) -> None:
-        """Drop `key` so the next read goes to the store."""
+        """Drop `key` after a change made here, so the next call reads the store again."""
         self._entries.pop(key, None)
+        self._reads.pop(key, None)
+        self._epoch += 1
+
+
+def _log_failed_refresh(read: asyncio.Future[Any]) -> None:
+    # A failed background refresh leaves the entry to expire; callers then read themselves.
+    if not read.cancelled() and read.exception() is not None:
+        log.warning("access cache refresh failed: %s", read.exception())
 
 
 class TenantStates:
     """Tenant states, cached briefly: every edge call and every token call checks one."""
 
     def __init__(self, repository: TenantRepository, ttl: float) -> None:
-        self._repository = repository
-        self._cache: TtlCache[str, TenantState | None] = TtlCache(ttl)
+        self._cache: ReadThroughCache[str, TenantState | None] = ReadThroughCache(
+            ttl, repository.tenant_state
+        )
 
     async def require_active(self, tenant: str) -> None:
         """PermissionDenied unless the tenant exists and is active."""
-        hit, state = self._cache.get(tenant)
-        if not hit:
-            state = await self._repository.tenant_state(tenant)
-            self._cache.put(tenant, state)
+        state = await self._cache.get(tenant)
         if state is None:
             raise PermissionDenied(f"tenant {tenant!r} does not exist")
         if state is not TenantState.ACTIVE:
@@ -112,20 +145,16 @@ class Authenticator:
         clock: Callable[[], datetime],
         ttl: float,
     ) -> None:
-        self._tokens = tokens_repo
         self._packages = packages_repo
         self._clock = clock
-        self._cache: TtlCache[str, ApiToken | None] = TtlCache(ttl)
+        self._cache: ReadThroughCache[str, ApiToken | None] = ReadThroughCache(ttl, tokens_repo.get)
         self._last_used: dict[str, datetime] = {}
 
     async def from_bearer(self, presented: tokens.PresentedToken) -> Principal:
         """The principal of a well-formed bearer token, or Unauthenticated/PermissionDenied."""
         if presented.kind is tokens.TokenKind.DOWNLOAD:
             return await self._download(presented)
-        hit, token = self._cache.get(presented.token_id)
-        if not hit:
-            token = await self._tokens.get(presented.token_id)
-            self._cache.put(presented.token_id, token)
+        token = await self._cache.get(presented.token_id)
         # One answer for "no such id" and "wrong secret": an id alone proves nothing.
         if token is None or not tokens.same_digest(presented.digest, token.digest):
             raise Unauthenticated("unknown API token")
