@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
@@ -16,6 +16,7 @@ from serviceradar.admin.v1 import poller_service_pb2_grpc as admin_grpc
 from serviceradar.edge.v1 import edge_service_pb2 as pb
 from serviceradar.edge.v1 import edge_service_pb2_grpc as pb_grpc
 from tests.helpers.core import RunningCore, running_core
+from tests.helpers.waiting import eventually
 
 P = admin_pb
 # Late after 1.5 * 0.4 + 0.1 = 0.7 s of silence, offline when the 1.5 s registry lease expires.
@@ -35,16 +36,6 @@ async def core(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[
         overrides["database_url"] = request.getfixturevalue("fresh_database")
     async with running_core(tmp_path / "data", **overrides) as running:
         yield running
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> bool:
-    """Poll `check()` until it is true; False when `timeout` passes first."""
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > deadline:
-            return False
-        await asyncio.sleep(0.05)
-    return True
 
 
 class Operator:

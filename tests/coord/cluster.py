@@ -9,7 +9,6 @@ import shutil
 import signal
 import time
 import uuid
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -27,6 +26,7 @@ from srcore.security.pki import ensure_dev_pki, issue_edge_certificate, load_or_
 from srcore.store.database import Database
 from srcore.store.fence import FenceRecord, FenceRepository
 from tests.helpers.core import CoreProcess, start_core_process
+from tests.helpers.waiting import eventually
 from tests.services import free_port
 
 TTL = 3
@@ -39,16 +39,6 @@ SETTINGS = {
     "SRCORE_LIVENESS_CHECK_INTERVAL": "0.2",
     "SRCORE_GRACE_PERIOD": "2",
 }
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float, interval: float = 0.05) -> bool:
-    """Poll `check()` until it is true; False when `timeout` passes first."""
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > deadline:
-            return False
-        await asyncio.sleep(interval)
-    return True
 
 
 def libpq(url: str) -> str:
@@ -173,8 +163,10 @@ class Cluster:
 
     async def fenced_by(self, name: str) -> FenceRecord:
         """The fence row once `name` claimed it."""
-        await eventually(lambda: self._fence_is(name), 15, 0.02)
-        return await self.fence.current()
+        claimed = await eventually(lambda: self._fence_is(name), 15, 0.02)
+        record = await self.fence.current()
+        assert claimed, f"{name} never claimed the fence; it is held by {record.replica}"
+        return record
 
     async def _fence_is(self, name: str) -> bool:
         return (await self.fence.current()).replica == name

@@ -11,7 +11,6 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import IO, Any
 
@@ -21,6 +20,7 @@ from srcore.coord.etcd import EtcdCoordinator
 from srcore.coord.local import LocalCoordinator
 from srcore.domain.coordination import Coordinator, ReplicaInfo
 from tests import services
+from tests.helpers.waiting import eventually
 
 # Short leases keep failover tests quick; etcd grants no lease shorter than 2 s anyway.
 TEST_LEASE_TTL = 3.0
@@ -236,19 +236,3 @@ class ReplicaProcess:
             await self._process.wait()
         if self._reader is not None:
             await asyncio.gather(self._reader, return_exceptions=True)
-
-
-async def eventually(
-    predicate: Callable[[], bool | Awaitable[bool]], timeout: float, interval: float = 0.02
-) -> bool:
-    """Poll `predicate()` (sync or async) until it is true; False when `timeout` passes first."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if not isinstance(result, bool):
-            result = await result
-        if result:
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        await asyncio.sleep(interval)

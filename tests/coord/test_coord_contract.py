@@ -11,7 +11,8 @@ from srcore.domain.coordination import (
     RegistryEntry,
     RegistryEvent,
 )
-from tests.coord.support import Coordinators, eventually, replica
+from tests.coord.support import Coordinators, replica
+from tests.helpers.waiting import eventually
 
 # etcd leases have whole-second TTLs of at least 2 s and are expired by etcd's lessor every
 # 0.5 s; these bounds are liveness bounds, far above what either adapter needs.

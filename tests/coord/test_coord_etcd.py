@@ -19,9 +19,9 @@ from tests.coord.support import (
     Coordinators,
     EtcdProcess,
     ReplicaProcess,
-    eventually,
     replica,
 )
+from tests.helpers.waiting import eventually
 
 pytestmark = pytest.mark.etcd
 

@@ -19,9 +19,10 @@ import pytest
 from serviceradar.admin.v1 import poller_service_pb2 as poller_pb
 from serviceradar.edge.v1 import edge_service_pb2_grpc as edge_grpc
 from serviceradar.edge.v1 import results_pb2 as rpb
-from tests.coord.cluster import TTL, Cluster, Poller, Replica, eventually, libpq, poller_state
+from tests.coord.cluster import TTL, Cluster, Poller, Replica, libpq, poller_state
 from tests.coord.support import EtcdProcess
 from tests.helpers.results import RawStream, new_batch_id, open_sweep, push_chunks, sweep_chunk
+from tests.helpers.waiting import eventually
 
 pytestmark = [pytest.mark.slow, pytest.mark.etcd, pytest.mark.postgres]
 

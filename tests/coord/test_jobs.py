@@ -17,7 +17,8 @@ from srcore.domain.coordination import Coordinator, LeaderInfo
 from srcore.domain.leadership import Fenced, Leadership, every
 from srcore.store.database import Database, sqlite_url
 from srcore.store.fence import FenceRepository
-from tests.coord.support import Coordinators, eventually, replica
+from tests.coord.support import Coordinators, replica
+from tests.helpers.waiting import eventually
 
 
 def utcnow() -> datetime:
