@@ -111,6 +111,7 @@ from srcore.ingest.identity import IdentityStage
 from srcore.ingest.projector import Projector
 from srcore.ingest.stream import IngestService
 from srcore.ingest.writer import BatchingWriter, CommittedFlush
+from srcore.observability.loop_lag import watch_loop_lag
 from srcore.observability.metrics import HEARTBEAT_FLUSHES, serve_metrics
 from srcore.security.credentials import CredentialVault
 from srcore.security.pki import ensure_dev_pki
@@ -557,6 +558,7 @@ class CoreApp:
             self.metrics_port = serve_metrics(settings.metrics_listen)
         self._tasks = [
             asyncio.create_task(self._health_loop(), name="health-probe"),
+            asyncio.create_task(watch_loop_lag(self._stopping), name="loop-lag"),
             asyncio.create_task(self._flush_loop(), name="heartbeat-flush"),
             asyncio.create_task(self.access.run(self._stopping), name="access"),
         ]

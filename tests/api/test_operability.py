@@ -8,7 +8,9 @@ import re
 import signal
 import subprocess
 import sys
+import time
 import urllib.request
+from collections.abc import Awaitable
 from pathlib import Path
 
 import grpc
@@ -21,6 +23,7 @@ from serviceradar.admin.v1 import cluster_service_pb2_grpc as cluster_grpc
 from serviceradar.edge.v1 import edge_service_pb2 as pb
 from serviceradar.edge.v1 import edge_service_pb2_grpc as pb_grpc
 from tests.helpers.core import RunningCore, running_core, start_core_process
+from tests.helpers.waiting import eventually
 from tests.services import free_port
 
 GRPCURL = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "grpcurl"
@@ -106,7 +109,8 @@ def scrape(port: int) -> str:
 
 def sample(page: str, name: str, labels: str) -> float:
     """One sample's value on a /metrics page (0 when absent)."""
-    match = re.search(rf"^{re.escape(name)}\{{{re.escape(labels)}\}} (\S+)$", page, re.MULTILINE)
+    selector = rf"\{{{re.escape(labels)}\}}" if labels else ""
+    match = re.search(rf"^{re.escape(name)}{selector} (\S+)$", page, re.MULTILINE)
     return float(match.group(1)) if match else 0.0
 
 
@@ -126,6 +130,27 @@ async def test_metrics_count_rpcs_by_method_and_code(tmp_path: Path) -> None:
     assert sample(after, total, labels) - sample(before, total, labels) == 3
     latency = "srcore_rpc_duration_seconds_count"
     assert sample(after, latency, f'method="{method}"') - sample(before, latency, f'method="{method}"') == 3
+
+
+async def test_a_held_event_loop_shows_in_the_lag_metric_and_the_log(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with running_core(tmp_path / "data", metrics_listen=f"127.0.0.1:{free_port()}") as core:
+
+        async def late_observations() -> float:
+            page = await asyncio.to_thread(scrape, core.app.metrics_port)
+            total = sample(page, "srcore_event_loop_lag_seconds_count", "")
+            return total - sample(page, "srcore_event_loop_lag_seconds_bucket", 'le="0.5"')
+
+        before = await late_observations()
+        # What a long synchronous step does to every call of a replica: the loop runs nothing else.
+        time.sleep(1.0)  # noqa: ASYNC251 - holding the loop is the point (past the 0.5 s bucket)
+        assert await eventually(lambda: _more(late_observations(), before)), "the lag was not observed"
+    assert "event loop ran" in caplog.text
+
+
+async def _more(value: Awaitable[float], than: float) -> bool:
+    return await value > than
 
 
 def test_sigterm_drains_and_exits_zero_within_the_grace_period(tmp_path: Path) -> None:

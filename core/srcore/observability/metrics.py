@@ -35,6 +35,11 @@ HEARTBEAT_FLUSHES = Histogram(
     "Heartbeats written per store batch.",
     buckets=(1, 10, 100, 1000, 10000),
 )
+EVENT_LOOP_LAG = Histogram(
+    "srcore_event_loop_lag_seconds",
+    "How late the event loop ran a timer: every call waits this long when the loop is held.",
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
 LIVE_POLLERS = Gauge("srcore_registry_pollers", "Pollers this replica has seen registered and alive.")
 
 
