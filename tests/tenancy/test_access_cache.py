@@ -49,6 +49,14 @@ async def settle() -> None:
         await asyncio.sleep(0)
 
 
+async def held_read(store: Store, cache: ReadThroughCache[str, str]) -> asyncio.Task[str]:
+    """A read of "acme" that has reached the store and is held there."""
+    store.gate.clear()
+    read = asyncio.create_task(cache.get("acme"))
+    await settle()
+    return read
+
+
 async def test_concurrent_misses_share_one_store_read(clock: Clock) -> None:
     store = Store()
     store.gate.clear()
@@ -89,9 +97,7 @@ async def test_an_entry_older_than_twice_the_ttl_waits_for_the_store(clock: Cloc
 async def test_a_forgotten_key_is_read_again_and_a_read_begun_before_is_not_stored(clock: Clock) -> None:
     store = Store()
     cache = ReadThroughCache(5.0, store.read)
-    store.gate.clear()
-    before = asyncio.create_task(cache.get("acme"))
-    await settle()
+    before = await held_read(store, cache)
     # The change lands while that read is in flight; the replica that made it forgets the key.
     store.values["acme"] = "suspended"
     cache.forget("acme")
@@ -105,9 +111,7 @@ async def test_forgetting_one_key_does_not_freeze_another_keys_read(clock: Clock
     store = Store()
     store.values["other"] = "active"
     cache = ReadThroughCache(5.0, store.read)
-    store.gate.clear()
-    pending = asyncio.create_task(cache.get("acme"))
-    await settle()
+    pending = await held_read(store, cache)
     cache.forget("other")
     store.gate.set()
     assert await pending == "active"
