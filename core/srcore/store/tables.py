@@ -62,8 +62,8 @@ pollers = sa.Table(
     sa.Column("message", sa.String(1024), nullable=False, server_default=""),
     sa.Column("state_changed_at", Timestamp, nullable=False),
     sa.Index("ix_pollers_tenant_partition", "tenant", "partition"),
-    # The liveness monitor's scan: pollers of a state whose last heartbeat is older than a bound.
-    sa.Index("ix_pollers_state_last_seen", "state", "last_seen"),
+    # Nothing a heartbeat writes is indexed, so PostgreSQL updates the rows in place (HOT); see
+    # migration 0012_pollers_in_place. The liveness monitor's scan reads the table.
 )
 
 agents = sa.Table(
