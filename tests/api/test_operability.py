@@ -10,7 +10,6 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Awaitable
 from pathlib import Path
 
 import grpc
@@ -143,14 +142,14 @@ async def test_a_held_event_loop_shows_in_the_lag_metric_and_the_log(
             return total - sample(page, "srcore_event_loop_lag_seconds_bucket", 'le="0.5"')
 
         before = await late_observations()
+
+        async def observed() -> bool:
+            return await late_observations() > before
+
         # What a long synchronous step does to every call of a replica: the loop runs nothing else.
         time.sleep(1.0)  # noqa: ASYNC251 - holding the loop is the point (past the 0.5 s bucket)
-        assert await eventually(lambda: _more(late_observations(), before)), "the lag was not observed"
+        assert await eventually(observed), "the lag was not observed"
     assert "event loop ran" in caplog.text
-
-
-async def _more(value: Awaitable[float], than: float) -> bool:
-    return await value > than
 
 
 def test_sigterm_drains_and_exits_zero_within_the_grace_period(tmp_path: Path) -> None:

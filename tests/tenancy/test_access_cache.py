@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
 
@@ -38,10 +37,8 @@ class Store:
 
 
 @pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
-    clock = Clock()
-    monkeypatch.setattr(time, "monotonic", clock)
-    return clock
+def clock() -> Clock:
+    return Clock()
 
 
 async def settle() -> None:
@@ -60,7 +57,7 @@ async def held_read(store: Store, cache: ReadThroughCache[str, str]) -> asyncio.
 async def test_concurrent_misses_share_one_store_read(clock: Clock) -> None:
     store = Store()
     store.gate.clear()
-    cache = ReadThroughCache(5.0, store.read)
+    cache = ReadThroughCache(5.0, store.read, clock=clock)
     calls = [asyncio.create_task(cache.get("acme")) for _ in range(200)]
     await settle()
     store.gate.set()
@@ -70,7 +67,7 @@ async def test_concurrent_misses_share_one_store_read(clock: Clock) -> None:
 
 async def test_an_expired_entry_answers_at_once_while_one_read_refreshes_it(clock: Clock) -> None:
     store = Store()
-    cache = ReadThroughCache(5.0, store.read)
+    cache = ReadThroughCache(5.0, store.read, clock=clock)
     assert await cache.get("acme") == "active"
     store.values["acme"] = "suspended"
     store.gate.clear()
@@ -87,7 +84,7 @@ async def test_an_expired_entry_answers_at_once_while_one_read_refreshes_it(cloc
 
 async def test_an_entry_older_than_twice_the_ttl_waits_for_the_store(clock: Clock) -> None:
     store = Store()
-    cache = ReadThroughCache(5.0, store.read)
+    cache = ReadThroughCache(5.0, store.read, clock=clock)
     await cache.get("acme")
     store.values["acme"] = "suspended"
     clock.now += 10
@@ -96,7 +93,7 @@ async def test_an_entry_older_than_twice_the_ttl_waits_for_the_store(clock: Cloc
 
 async def test_a_forgotten_key_is_read_again_and_a_read_begun_before_is_not_stored(clock: Clock) -> None:
     store = Store()
-    cache = ReadThroughCache(5.0, store.read)
+    cache = ReadThroughCache(5.0, store.read, clock=clock)
     before = await held_read(store, cache)
     # The change lands while that read is in flight; the replica that made it forgets the key.
     store.values["acme"] = "suspended"
@@ -110,7 +107,7 @@ async def test_a_forgotten_key_is_read_again_and_a_read_begun_before_is_not_stor
 async def test_forgetting_one_key_does_not_freeze_another_keys_read(clock: Clock) -> None:
     store = Store()
     store.values["other"] = "active"
-    cache = ReadThroughCache(5.0, store.read)
+    cache = ReadThroughCache(5.0, store.read, clock=clock)
     pending = await held_read(store, cache)
     cache.forget("other")
     store.gate.set()
@@ -124,7 +121,7 @@ async def test_forgetting_one_key_does_not_freeze_another_keys_read(clock: Clock
 
 async def test_a_failed_read_reaches_its_callers_and_is_not_cached(clock: Clock) -> None:
     store = Store()
-    cache = ReadThroughCache(5.0, store.read)
+    cache = ReadThroughCache(5.0, store.read, clock=clock)
     with pytest.raises(KeyError):
         await cache.get("nobody")
     store.values["nobody"] = "active"

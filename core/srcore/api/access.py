@@ -59,10 +59,17 @@ class ReadThroughCache(Generic[K, V]):
     entries, and keys never read, wait for the read; concurrent callers share one.
     """
 
-    def __init__(self, ttl: float, load: Callable[[K], Awaitable[V]], size: int = CACHE_SIZE) -> None:
+    def __init__(
+        self,
+        ttl: float,
+        load: Callable[[K], Awaitable[V]],
+        size: int = CACHE_SIZE,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._ttl = ttl
         self._load = load
         self._size = size
+        self._clock = clock
         self._entries: OrderedDict[K, tuple[float, V]] = OrderedDict()
         self._reads: dict[K, asyncio.Future[V]] = {}
         # Bumped by forget(): a read started before a change must not store what it read.
@@ -72,7 +79,7 @@ class ReadThroughCache(Generic[K, V]):
         """The value for `key`, from memory when fresh enough, else from the store."""
         entry = self._entries.get(key)
         if entry is not None:
-            age = time.monotonic() - entry[0]
+            age = self._clock() - entry[0]
             if age < self._ttl:
                 return entry[1]
             if age < 2 * self._ttl:
@@ -94,7 +101,7 @@ class ReadThroughCache(Generic[K, V]):
             if self._reads.get(key) is asyncio.current_task():
                 del self._reads[key]
         if self._epoch == epoch:
-            self._entries[key] = (time.monotonic(), value)
+            self._entries[key] = (self._clock(), value)
             self._entries.move_to_end(key)
             while len(self._entries) > self._size:
                 self._entries.popitem(last=False)
