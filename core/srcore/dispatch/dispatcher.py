@@ -178,7 +178,8 @@ class Dispatcher:
                         next_full = time.monotonic() + self._resync
                     await self.dispatch(partitions, everything, leadership.info)
                     if registry_round:
-                        registry_due = time.monotonic() + registry_pause(self._settle, time.monotonic() - now)
+                        done = time.monotonic()
+                        registry_due = done + registry_pause(self._settle, done - now)
                     continue
                 wake_at = min(next_full, registry_due) if joined else next_full
                 if not await leadership.sleep(max(0.0, wake_at - now)):

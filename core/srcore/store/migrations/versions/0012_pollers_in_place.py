@@ -8,10 +8,10 @@ Every heartbeat flush rewrites `last_seen` of a fleet's pollers (1,000 rows a se
 pollers). With `last_seen` indexed, PostgreSQL could not update those rows in place (HOT): each
 update added an entry to every index of the table. Measured with bench/heartbeat.py on
 PostgreSQL: p99 89-428 ms over eight runs (0.3-0.6 s swings in six); the same run with the
-writes held back, 9 ms; with the rows updated in place, 94 and 117 ms in two runs, without
-those swings. The liveness monitor's scan that the index served reads the table instead, a few
-milliseconds (1.7 ms at 10,000 pollers, EXPLAIN ANALYZE); free room in each page lets the
-updates stay on their page.
+writes held back, 9 ms; with the rows updated in place, 94, 117 and 127 ms in three runs
+without those swings, 279 ms in a fourth (rarer, not gone). The liveness monitor's scan that
+the index served reads the table instead (1.7 ms at 10,000 pollers, EXPLAIN ANALYZE); free
+room in each page lets the updates stay on their page.
 """
 
 from __future__ import annotations
