@@ -146,8 +146,8 @@ async def test_a_late_poller_heals_when_its_heartbeats_come_back(core: RunningCo
         edge: pb_grpc.EdgeServiceAsyncStub = pb_grpc.EdgeServiceStub(channel)
         session = await register(edge)
         await edge.ReportHealth(beat(session))
-        # Late, but back before the lease expires: the monitor degraded it; the serving
-        # replica learns that at its next flush, and the next clean heartbeat heals it.
+        # Late, but back before the lease expires: the monitor degraded it, and the clean
+        # heartbeats that follow heal it.
         assert await eventually(lambda: operator.in_state(P.POLLER_STATE_DEGRADED), 3)
         await heartbeats(edge, session, 1.0)
         assert await operator.state() == P.POLLER_STATE_HEALTHY
@@ -156,6 +156,29 @@ async def test_a_late_poller_heals_when_its_heartbeats_come_back(core: RunningCo
             (P.POLLER_STATE_DEGRADED, P.POLLER_STATE_HEALTHY),
             (P.POLLER_STATE_HEALTHY, P.POLLER_STATE_DEGRADED),
         ]
+
+
+async def test_the_one_heartbeat_that_brings_a_late_poller_back_heals_it(core: RunningCore) -> None:
+    operator = Operator(core)
+    async with operator.channel, core.channel(core.creds.edge()) as channel:
+        edge: pb_grpc.EdgeServiceAsyncStub = pb_grpc.EdgeServiceStub(channel)
+        session = await register(edge)
+        await edge.ReportHealth(beat(session))
+        assert await eventually(lambda: operator.in_state(P.POLLER_STATE_DEGRADED), 3)
+
+        # The serving replica still remembers it healthy when this heartbeat arrives; the flush
+        # that writes it learns the leader degraded it, and heals it without waiting for another.
+        await edge.ReportHealth(beat(session))
+
+        async def healed() -> bool:
+            # Oldest first: the poller may go late again once this heartbeat is behind it.
+            history = [(t.from_state, t.to_state, t.reason) for t in reversed((await operator.get()).history)]
+            return history[:2] == [
+                (P.POLLER_STATE_HEALTHY, P.POLLER_STATE_DEGRADED, history[0][2]),
+                (P.POLLER_STATE_DEGRADED, P.POLLER_STATE_HEALTHY, "heartbeat status ok"),
+            ]
+
+        assert await eventually(healed, 3)
 
 
 async def test_maintenance_holds_a_silent_poller_and_illegal_requests_name_the_state(

@@ -331,10 +331,37 @@ class RegistryService:
                 except Exception:
                     self.requeue(pending[start:])
                     raise
-                for key, state in stored.items():
-                    live = self._live.get(key)
-                    # A heartbeat queued meanwhile was judged from the old state; the next flush
-                    # checks its transitions against the store and corrects this memory then.
-                    if live is not None and key not in self._pending:
-                        live.state = state
+                for item in part:
+                    self._learn(item, stored.get((item.heartbeat.tenant, item.heartbeat.poller_id)))
             return len(pending)
+
+    def _learn(self, written: PendingHeartbeat, stored: PollerState | None) -> None:
+        """Take the state the store holds for a poller just written, and judge its heartbeat again.
+
+        The leader's liveness monitor may have degraded (or taken offline) a poller whose
+        heartbeat was waiting here to be written: judged from the state this replica remembered,
+        it moved nothing. When the store holds another state than that, the heartbeat is judged
+        again from the stored one and queued as a transition for the next flush (whose write
+        checks that state once more), so a poller that came back is healed within a flush, not
+        at its next heartbeat one interval later.
+        """
+        key = (written.heartbeat.tenant, written.heartbeat.poller_id)
+        live = self._live.get(key)
+        # A heartbeat queued meanwhile was judged from the old state; the next flush checks its
+        # transitions against the store and corrects this memory then.
+        if live is None or stored is None or key in self._pending or stored == live.state:
+            return
+        live.state = stored
+        beat = written.heartbeat
+        target = heartbeat_state(stored, beat.status)
+        if target is None:
+            return
+        self._pending[key] = PendingHeartbeat(
+            beat,
+            transitions=[
+                Transition(beat.tenant, "poller", beat.poller_id, stored.value, target.value,
+                           f"heartbeat status {beat.status.value}", beat.received_at)
+            ],
+            state=target,
+        )  # fmt: skip
+        live.state = target
