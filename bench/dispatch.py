@@ -17,6 +17,11 @@
 3. Bulk placement: --checks checks in one partition of --pollers pollers, none placed yet,
    then one dispatch round as the leader runs it (read, plan, fenced write, versions,
    announcement), on PostgreSQL; and the planning alone.
+4. Resync: the leader's periodic full round (every `dispatch_resync_interval`) over a placed
+   fleet that has not changed: --resync-pollers pollers in --resync-partitions partitions with
+   one check each, on etcd and PostgreSQL. It changes nothing, and it runs on the event loop
+   that answers heartbeats, so it prints the round's time and the longest the loop was held
+   during it (a 1 ms timer's worst lateness): every call in flight waits that long.
 """
 
 from __future__ import annotations
@@ -376,6 +381,77 @@ async def bench_bulk(args: argparse.Namespace, work: Path) -> None:
     )
 
 
+async def loop_holds(done: asyncio.Event) -> float:
+    """The longest a 1 ms timer fired late until `done` is set: how long the loop was held."""
+    worst = 0.0
+    while not done.is_set():
+        started = time.perf_counter()
+        await asyncio.sleep(0.001)
+        worst = max(worst, time.perf_counter() - started - 0.001)
+    return worst
+
+
+async def bench_resync(args: argparse.Namespace, work: Path) -> None:
+    """Full dispatch rounds over a placed fleet that has not changed (see the module docstring)."""
+    prefix = f"/srcore-bench/{uuid.uuid4().hex[:8]}/"
+    partitions = [f"dc{n}" for n in range(args.resync_partitions)]
+    async with (
+        database(args.postgres) as url,
+        core_here(
+            work / "resync", url, args.etcd, prefix, heartbeat_timeout=3600.0, dispatch_resync_interval=3600.0
+        ) as app,
+    ):
+        started = time.perf_counter()
+        registrations = [
+            Registration("default", f"p{n:05d}", partitions[n % len(partitions)], capabilities=("icmp",))
+            for n in range(args.resync_pollers)
+        ]
+        for start in range(0, len(registrations), 100):
+            await asyncio.gather(*(app.registry.register(r) for r in registrations[start : start + 100]))
+        print(
+            f"[resync] registered {args.resync_pollers} pollers in {time.perf_counter() - started:.1f} s",
+            flush=True,
+        )
+        leader = app.leader_jobs.running
+        assert leader is not None, "this replica leads (it is the only one)"
+        await app.leader_jobs.stop()
+        now = datetime.now(UTC)
+        spec = CheckSpec(CheckType.ICMP, "10.0.0.1", 0, 60.0, 5.0)
+        template = WorkItem(
+            "default", WorkKind.CHECK, "", "", "", True, spec, Assignment(AssignmentState.UNASSIGNED),
+            created_at=now, updated_at=now,
+        )  # fmt: skip
+        rows = [
+            item_row(replace(template, name=f"c{n:06d}", item_id=uuid.uuid4().hex, partition=partition), None)
+            for n in range(args.resync_pollers)
+            for partition in [partitions[n % len(partitions)]]
+        ]
+        async with app.db.begin() as conn:
+            for start in range(0, len(rows), 5000):
+                await conn.execute(work_items.insert(), rows[start : start + 5000])
+        first = await app.dispatcher.dispatch({}, True, leader)
+        placed = sum(outcome.placements for outcome in first.values())
+        rounds: list[float] = []
+        holds: list[float] = []
+        for _ in range(args.resync_rounds):
+            done = asyncio.Event()
+            watcher = asyncio.create_task(loop_holds(done))
+            await asyncio.sleep(0.01)
+            started = time.perf_counter()
+            outcomes = await app.dispatcher.dispatch({}, True, leader)
+            rounds.append(time.perf_counter() - started)
+            done.set()
+            holds.append(await watcher)
+            assert not any(o.placements or o.versions for o in outcomes.values()), "a resync changed nothing"
+    await wipe(args.etcd, prefix)
+    print(
+        f"[resync] {args.resync_pollers:,} pollers in {len(partitions)} partitions, {placed:,} checks "
+        "placed: "
+        f"full round over an unchanged fleet p50 {ms(percentile(rounds, 0.5))}, max {ms(max(rounds))}; "
+        f"longest loop hold p50 {ms(percentile(holds, 0.5))}, max {ms(max(holds))}"
+    )
+
+
 async def main() -> None:
     """Parse arguments and run the requested parts."""
     parser = argparse.ArgumentParser(
@@ -386,7 +462,10 @@ async def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="recovery rounds")
     parser.add_argument("--checks", type=int, default=100_000, help="checks placed in bulk")
     parser.add_argument("--pollers", type=int, default=1000, help="pollers the bulk checks go to")
-    parser.add_argument("--parts", default="push,recovery,bulk")
+    parser.add_argument("--resync-pollers", type=int, default=10_000, help="pollers of the resync fleet")
+    parser.add_argument("--resync-partitions", type=int, default=10, help="partitions of the resync fleet")
+    parser.add_argument("--resync-rounds", type=int, default=5, help="resync rounds timed")
+    parser.add_argument("--parts", default="push,recovery,bulk,resync")
     parser.add_argument(
         "--postgres",
         default=os.environ.get("SRCORE_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"),
@@ -406,6 +485,8 @@ async def main() -> None:
             await bench_recovery(args, work)
         if "bulk" in parts:
             await bench_bulk(args, work)
+        if "resync" in parts:
+            await bench_resync(args, work)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -200,18 +201,35 @@ class Dispatcher:
         if everything:
             for key in await self._work.partitions():
                 wanted.setdefault(key, False)
+        # The registry is read once for the round: listing it per partition walks the whole
+        # fleet each time (a 10,000-poller resync read it ten times over).
+        live: dict[tuple[str, str], set[str]] = defaultdict(set)
+        for entry in await self._registry.list():
+            live[(entry.tenant, entry.partition)].add(entry.poller_id)
         outcomes = {}
         for (tenant, partition), rebalance in sorted(wanted.items()):
-            outcomes[(tenant, partition)] = await self.place(tenant, partition, leader, rebalance=rebalance)
+            outcomes[(tenant, partition)] = await self.place(
+                tenant, partition, leader, rebalance=rebalance, live=live.get((tenant, partition), set())
+            )
         return outcomes
 
     async def place(
-        self, tenant: str, partition: str, leader: LeaderInfo, *, rebalance: bool = False
+        self,
+        tenant: str,
+        partition: str,
+        leader: LeaderInfo,
+        *,
+        rebalance: bool = False,
+        live: set[str] | None = None,
     ) -> Outcome:
-        """One round for one partition: read, plan, write (fenced), announce."""
+        """One round for one partition: read, plan, write (fenced), announce.
+
+        `live` is the partition's pollers in the registry, when the caller has read it.
+        """
         started = time.perf_counter()
         view = await self._work.dispatch_view(tenant, partition)
-        live = {entry.poller_id for entry in await self._registry.list(tenant, partition)}
+        if live is None:
+            live = {entry.poller_id for entry in await self._registry.list(tenant, partition)}
         available, unavailable = candidates(view, live)
         plan = dispatch.plan(
             partition,

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from srcore.domain.identity import (
@@ -32,8 +32,7 @@ from srcore.store.database import Database
 from srcore.store.device_tables import device_identifiers, device_merges, devices
 from srcore.store.ingest import sqlite_timestamp
 from srcore.store.ingest_tables import device_updates, ingest_flushes, sweep_host_results
-
-SQLITE_CHUNK = 500
+from srcore.store.lists import chunks, one_of
 
 _DEVICE_COLUMNS = (
     "tenant", "device_id", "partition", "ip", "mac", "hostname", "available", "first_seen", "last_seen",
@@ -106,23 +105,6 @@ def device_from_row(row: Any) -> Device:
         external_ids=dict(json.loads(external) if isinstance(external, str) else external),
         sources=list(json.loads(sources) if isinstance(sources, str) else sources),
     )
-
-
-def _one_of(
-    conn: AsyncConnection, column: sa.ColumnElement[Any], values: Sequence[str]
-) -> sa.ColumnElement[bool]:
-    if conn.dialect.name == "postgresql":
-        return column == sa.any_(sa.bindparam(None, list(values), type_=ARRAY(sa.String())))
-    return column.in_(list(values))
-
-
-def _chunks(conn: AsyncConnection, values: Sequence[str]) -> Iterable[Sequence[str]]:
-    """The whole list on PostgreSQL (one array parameter), bounded IN lists on SQLite."""
-    if conn.dialect.name == "postgresql":
-        yield values
-        return
-    for start in range(0, len(values), SQLITE_CHUNK):
-        yield values[start : start + SQLITE_CHUNK]
 
 
 async def claim_flushes(conn: AsyncConnection, limit: int) -> list[int]:
@@ -218,10 +200,10 @@ async def load_links(
     c = device_identifiers.c
     # (tenant, kind, value) is the primary key's prefix: an index lookup per value.
     for kind, values in sorted(by_kind.items()):
-        for part in _chunks(conn, sorted(values)):
+        for part in chunks(conn, sorted(values)):
             rows = await conn.execute(
                 sa.select(c.value, c.partition, c.device_id).where(
-                    c.tenant == tenant, c.kind == kind, _one_of(conn, c.value, part)
+                    c.tenant == tenant, c.kind == kind, one_of(conn, c.value, part)
                 )
             )
             for value, partition, device_id in rows:
@@ -235,9 +217,9 @@ async def load_devices(conn: AsyncConnection, tenant: str, device_ids: Iterable[
     """Devices by id (merged ones included, with what they merged into)."""
     ids = sorted(set(device_ids))
     found: dict[str, Device] = {}
-    for part in _chunks(conn, ids):
+    for part in chunks(conn, ids):
         rows = await conn.execute(
-            sa.select(devices).where(devices.c.tenant == tenant, _one_of(conn, devices.c.device_id, part))
+            sa.select(devices).where(devices.c.tenant == tenant, one_of(conn, devices.c.device_id, part))
         )
         for row in rows:
             found[row.device_id] = device_from_row(row)

@@ -37,6 +37,7 @@ from srcore.domain.work import (
 from srcore.security.credentials import Sealed
 from srcore.store.database import Database
 from srcore.store.fence import hold_fence
+from srcore.store.lists import one_of
 from srcore.store.pollers import utc
 from srcore.store.tables import agents, partitions, pollers, work_items
 from srcore.store.tenancy import require_tenant
@@ -468,7 +469,7 @@ class WorkRepository:
                 for agent in await conn.execute(
                     sa.select(agents.c.poller_id, agents.c.agent_id, agents.c.capabilities).where(
                         agents.c.tenant == tenant,
-                        agents.c.poller_id.in_(ids),
+                        one_of(conn, agents.c.poller_id, ids),
                         agents.c.state.in_(_USABLE_AGENTS),
                     )
                 ):
@@ -477,7 +478,7 @@ class WorkRepository:
                     sa.select(*_PLANNED_COLUMNS).where(
                         work_items.c.tenant == tenant,
                         work_items.c.partition != partition,
-                        work_items.c.poller_id.in_(ids),
+                        one_of(conn, work_items.c.poller_id, ids),
                     )
                 )
                 view.foreign = [_planned(row) for row in foreign]
