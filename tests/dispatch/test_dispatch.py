@@ -165,3 +165,28 @@ async def test_maintenance_takes_work_off_a_poller_until_it_ends(world: World) -
     await pollers.SetMaintenance(poller_pb.SetMaintenanceRequest(poller_id="p1", enabled=False))
     back = await operator.placement_where(lambda p: [q for _, q in p.values()].count("p1") == 2)
     assert sorted(q for _, q in back.values()) == ["p1", "p1", "p2", "p2"], "its share comes back"
+
+
+async def test_a_full_round_pauses_between_partitions_and_stops_when_leadership_ends(world: World) -> None:
+    for partition in ("dc1", "dc2", "dc3"):
+        await world.operator.partition(partition)
+        await world.poller(f"p-{partition}", partition)
+    app = world.site.app
+    leader = app.leader_jobs.running
+    assert leader is not None
+    asked: list[float] = []
+
+    async def leading(seconds: float) -> bool:
+        asked.append(seconds)
+        return True
+
+    outcomes = await app.dispatcher.dispatch({}, True, leader, pause=leading)
+    assert {("default", p) for p in ("dc1", "dc2", "dc3")} <= set(outcomes)
+    # Twice what the partition before took, between partitions only.
+    assert len(asked) == len(outcomes) - 1
+    assert all(seconds > 0 for seconds in asked)
+
+    async def deposed(seconds: float) -> bool:
+        return False
+
+    assert len(await app.dispatcher.dispatch({}, True, leader, pause=deposed)) == 1

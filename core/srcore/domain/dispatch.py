@@ -243,12 +243,7 @@ def versions(
         poller = owner(item)
         if poller in work:
             work[poller].append((item.kind, item.item_id, item.digest))
-    # Most pollers of a large partition may have no work: one hash serves them all.
-    idle = poller_config_version(heartbeat_interval, ())
-    return {
-        poller: poller_config_version(heartbeat_interval, entries) if entries else idle
-        for poller, entries in work.items()
-    }
+    return {poller: poller_config_version(heartbeat_interval, entries) for poller, entries in work.items()}
 
 
 ASSIGNMENT_ENTITY = "assignment"

@@ -8,6 +8,8 @@ asks for another dispatch round anyway).
 
 from __future__ import annotations
 
+import functools
+import json
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -193,6 +195,14 @@ _PLANNED_COLUMNS = (
     work_items.c.digest,
     work_items.c.revision,
 )
+
+
+@functools.lru_cache(maxsize=1024)
+def _capability_set(document: str) -> frozenset[str]:
+    """A capability list read as JSON text: a fleet has few distinct ones, so each is parsed once
+    (the leader reads every poller's and agent's list on each dispatch round)."""
+    return frozenset(json.loads(document))
+
 
 # Agents a dispatch may rely on: announced and not reported down or gone.
 _USABLE_AGENTS = (AgentState.CONNECTING.value, AgentState.CONNECTED.value, AgentState.DEGRADED.value)
@@ -446,7 +456,7 @@ class WorkRepository:
                         pollers.c.poller_id,
                         pollers.c.partition,
                         pollers.c.state,
-                        pollers.c.capabilities,
+                        sa.cast(pollers.c.capabilities, sa.Text).label("capabilities"),
                         pollers.c.desired_config_version,
                     ).where(
                         pollers.c.tenant == tenant,
@@ -467,13 +477,17 @@ class WorkRepository:
             agent_caps: dict[str, dict[str, frozenset[str]]] = defaultdict(dict)
             if ids:
                 for agent in await conn.execute(
-                    sa.select(agents.c.poller_id, agents.c.agent_id, agents.c.capabilities).where(
+                    sa.select(
+                        agents.c.poller_id,
+                        agents.c.agent_id,
+                        sa.cast(agents.c.capabilities, sa.Text).label("capabilities"),
+                    ).where(
                         agents.c.tenant == tenant,
                         one_of(conn, agents.c.poller_id, ids),
                         agents.c.state.in_(_USABLE_AGENTS),
                     )
                 ):
-                    agent_caps[agent.poller_id][agent.agent_id] = frozenset(agent.capabilities)
+                    agent_caps[agent.poller_id][agent.agent_id] = _capability_set(agent.capabilities)
                 foreign = await conn.execute(
                     sa.select(*_PLANNED_COLUMNS).where(
                         work_items.c.tenant == tenant,
@@ -487,7 +501,7 @@ class WorkRepository:
                 poller_id=row.poller_id,
                 partition=row.partition,
                 state=PollerState(row.state),
-                capabilities=frozenset(row.capabilities),
+                capabilities=_capability_set(row.capabilities),
                 agents=agent_caps.get(row.poller_id, {}),
                 desired_version=row.desired_config_version,
             )
