@@ -4,8 +4,10 @@
 
 For each store (SQLite, PostgreSQL) it starts `srcore serve` in its own process, makes one
 client certificate per poller (identity comes from the certificate), opens one mTLS channel
-per poller from this process, registers them all, lets every poller report once at --rate
-(its agents go from connecting to connected: the fleet's start, not its steady state), then:
+per poller from this process, registers them all, lets every poller report twice at --rate
+(the fleet's start, not its steady state: agents go from connecting to connected, and the
+pollers the leader degraded while the rest of the fleet registered, silent for a minute or
+more, heal), then:
   1. paced: heartbeats at --rate per second spread over all pollers (the fleet's steady
      state: 10,000 pollers every 10 s is 1,000/s), latency measured from the scheduled time;
   2. saturated: --concurrency heartbeats in flight at all times, for the maximum rate.
@@ -175,7 +177,7 @@ async def bench_store(name: str, env: dict[str, str], args: argparse.Namespace, 
         reg_rate = await register_all(pollers)
         print(f"[{name}] registered {len(pollers)} pollers at {reg_rate:,.0f}/s")
         calls = [(p.stub.ReportHealth, beat(p)) for p in random.sample(pollers, len(pollers))]
-        await paced(calls, args.rate, len(pollers) / args.rate)
+        await paced(calls, args.rate, 2 * len(pollers) / args.rate)
         settle_load_generator()
 
         cpu_before = cpu_seconds(core.pid)
