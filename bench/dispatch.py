@@ -57,7 +57,7 @@ from serviceradar.edge.v1 import edge_service_pb2_grpc as pb_grpc
 from srcore.app import CoreApp
 from srcore.coord.etcd_client import parse_endpoint
 from srcore.domain import dispatch
-from srcore.domain.coordination import RegistryChange
+from srcore.domain.coordination import LeaderInfo, RegistryChange
 from srcore.domain.model import Registration
 from srcore.domain.work import Assignment, AssignmentState, CheckSpec, CheckType, WorkItem, WorkKind
 from srcore.security.pki import issue_edge_certificate, load_or_create_ca
@@ -321,36 +321,59 @@ async def bench_recovery(args: argparse.Namespace, work: Path) -> None:
     )
 
 
-async def bench_bulk(args: argparse.Namespace, work: Path) -> None:
-    """One dispatch round placing --checks new checks over --pollers pollers."""
+@asynccontextmanager
+async def replica_alone(args: argparse.Namespace, work: Path) -> AsyncIterator[CoreApp]:
+    """A replica in this process on a database and etcd prefix of its own, whose liveness
+    monitor and periodic dispatch stay out of what is timed."""
     prefix = f"/srcore-bench/{uuid.uuid4().hex[:8]}/"
     async with (
         database(args.postgres) as url,
         core_here(
-            work / "bulk", url, args.etcd, prefix, heartbeat_timeout=3600.0, dispatch_resync_interval=3600.0
+            work, url, args.etcd, prefix, heartbeat_timeout=3600.0, dispatch_resync_interval=3600.0
         ) as app,
     ):
-        started = time.perf_counter()
+        yield app
+    await wipe(args.etcd, prefix)
+
+
+async def register_alone(app: CoreApp, registrations: list[Registration], label: str) -> LeaderInfo:
+    """Register the fleet, then stop the leader's own jobs and return its leadership.
+
+    What is timed next runs alone: the leader's dispatcher cannot place the checks first, and
+    its leadership, hence its fencing token, stays.
+    """
+    started = time.perf_counter()
+    for start in range(0, len(registrations), 100):
+        await asyncio.gather(*(app.registry.register(r) for r in registrations[start : start + 100]))
+    print(
+        f"[{label}] registered {len(registrations)} pollers in {time.perf_counter() - started:.1f} s",
+        flush=True,
+    )
+    leader = app.leader_jobs.running
+    assert leader is not None, "this replica leads (it is the only one)"
+    await app.leader_jobs.stop()
+    return leader
+
+
+def unplaced_check(partition: str) -> WorkItem:
+    """An ICMP check not placed yet, to copy with its name, id and partition."""
+    now = datetime.now(UTC)
+    spec = CheckSpec(CheckType.ICMP, "10.0.0.1", 0, 60.0, 5.0)
+    return WorkItem(
+        "default", WorkKind.CHECK, "", "", partition, True, spec, Assignment(AssignmentState.UNASSIGNED),
+        created_at=now, updated_at=now,
+    )  # fmt: skip
+
+
+async def bench_bulk(args: argparse.Namespace, work: Path) -> None:
+    """One dispatch round placing --checks new checks over --pollers pollers."""
+    async with replica_alone(args, work / "bulk") as app:
         registrations = [
             Registration(tenant="default", poller_id=f"p{n:04d}", partition="dc1", capabilities=("icmp",))
             for n in range(args.pollers)
         ]
-        for start in range(0, len(registrations), 50):
-            await asyncio.gather(*(app.registry.register(r) for r in registrations[start : start + 50]))
-        print(
-            f"[bulk] registered {args.pollers} pollers in {time.perf_counter() - started:.1f} s", flush=True
-        )
-        # The round is timed alone: the leader's own dispatcher stops (its leadership, hence its
-        # fencing token, stays), so it cannot place the checks first.
-        leader = app.leader_jobs.running
-        assert leader is not None, "this replica leads (it is the only one)"
-        await app.leader_jobs.stop()
-        now = datetime.now(UTC)
-        spec = CheckSpec(CheckType.ICMP, "10.0.0.1", 0, 60.0, 5.0)
-        template = WorkItem(
-            "default", WorkKind.CHECK, "", "", "dc1", True, spec, Assignment(AssignmentState.UNASSIGNED),
-            created_at=now, updated_at=now,
-        )  # fmt: skip
+        leader = await register_alone(app, registrations, "bulk")
+        template = unplaced_check("dc1")
         repository = WorkRepository(app.db)
         started = time.perf_counter()
         rows = []
@@ -374,7 +397,6 @@ async def bench_bulk(args: argparse.Namespace, work: Path) -> None:
         outcome = await app.dispatcher.place("default", "dc1", leader)
         round_seconds = time.perf_counter() - started
         loads = list(planned.loads.values())
-    await wipe(args.etcd, prefix)
     print(
         f"[bulk] {args.checks:,} checks over {args.pollers:,} pollers (PostgreSQL): one dispatch round "
         f"{round_seconds:.2f} s ({outcome.placements:,} placements, {len(outcome.versions):,} versions); "
@@ -394,34 +416,14 @@ async def loop_holds(done: asyncio.Event) -> float:
 
 async def bench_resync(args: argparse.Namespace, work: Path) -> None:
     """Full dispatch rounds over a placed fleet that has not changed (see the module docstring)."""
-    prefix = f"/srcore-bench/{uuid.uuid4().hex[:8]}/"
     partitions = [f"dc{n}" for n in range(args.resync_partitions)]
-    async with (
-        database(args.postgres) as url,
-        core_here(
-            work / "resync", url, args.etcd, prefix, heartbeat_timeout=3600.0, dispatch_resync_interval=3600.0
-        ) as app,
-    ):
-        started = time.perf_counter()
+    async with replica_alone(args, work / "resync") as app:
         registrations = [
             Registration("default", f"p{n:05d}", partitions[n % len(partitions)], capabilities=("icmp",))
             for n in range(args.resync_pollers)
         ]
-        for start in range(0, len(registrations), 100):
-            await asyncio.gather(*(app.registry.register(r) for r in registrations[start : start + 100]))
-        print(
-            f"[resync] registered {args.resync_pollers} pollers in {time.perf_counter() - started:.1f} s",
-            flush=True,
-        )
-        leader = app.leader_jobs.running
-        assert leader is not None, "this replica leads (it is the only one)"
-        await app.leader_jobs.stop()
-        now = datetime.now(UTC)
-        spec = CheckSpec(CheckType.ICMP, "10.0.0.1", 0, 60.0, 5.0)
-        template = WorkItem(
-            "default", WorkKind.CHECK, "", "", "", True, spec, Assignment(AssignmentState.UNASSIGNED),
-            created_at=now, updated_at=now,
-        )  # fmt: skip
+        leader = await register_alone(app, registrations, "resync")
+        template = unplaced_check("")
         rows = [
             item_row(replace(template, name=f"c{n:06d}", item_id=uuid.uuid4().hex, partition=partition), None)
             for n in range(args.resync_pollers)
@@ -446,7 +448,6 @@ async def bench_resync(args: argparse.Namespace, work: Path) -> None:
             done.set()
             holds.append(await watcher)
             assert not any(o.placements or o.versions for o in outcomes.values()), "a resync changed nothing"
-    await wipe(args.etcd, prefix)
     print(
         f"[resync] {args.resync_pollers:,} pollers in {len(partitions)} partitions, {placed:,} checks "
         "placed: "

@@ -93,6 +93,15 @@ async def heartbeats(edge: pb_grpc.EdgeServiceAsyncStub, session: str, seconds: 
         await asyncio.sleep(0.2)
 
 
+async def late(edge: pb_grpc.EdgeServiceAsyncStub, operator: Operator) -> str:
+    """Register the demo poller, heartbeat once, and wait until the leader degrades it as late;
+    returns its session (still live: the lease outlasts the degradation)."""
+    session = await register(edge)
+    await edge.ReportHealth(beat(session))
+    assert await eventually(lambda: operator.in_state(P.POLLER_STATE_DEGRADED), 3)
+    return session
+
+
 async def test_a_silent_poller_is_degraded_then_offline_and_recovers_when_it_returns(
     core: RunningCore,
 ) -> None:
@@ -144,11 +153,8 @@ async def test_a_late_poller_heals_when_its_heartbeats_come_back(core: RunningCo
     operator = Operator(core)
     async with operator.channel, core.channel(core.creds.edge()) as channel:
         edge: pb_grpc.EdgeServiceAsyncStub = pb_grpc.EdgeServiceStub(channel)
-        session = await register(edge)
-        await edge.ReportHealth(beat(session))
-        # Late, but back before the lease expires: the monitor degraded it, and the clean
-        # heartbeats that follow heal it.
-        assert await eventually(lambda: operator.in_state(P.POLLER_STATE_DEGRADED), 3)
+        session = await late(edge, operator)
+        # Back before the lease expires: the clean heartbeats that follow heal it.
         await heartbeats(edge, session, 1.0)
         assert await operator.state() == P.POLLER_STATE_HEALTHY
         newest = [(t.from_state, t.to_state) for t in (await operator.get()).history][:2]
@@ -162,9 +168,7 @@ async def test_the_one_heartbeat_that_brings_a_late_poller_back_heals_it(core: R
     operator = Operator(core)
     async with operator.channel, core.channel(core.creds.edge()) as channel:
         edge: pb_grpc.EdgeServiceAsyncStub = pb_grpc.EdgeServiceStub(channel)
-        session = await register(edge)
-        await edge.ReportHealth(beat(session))
-        assert await eventually(lambda: operator.in_state(P.POLLER_STATE_DEGRADED), 3)
+        session = await late(edge, operator)
 
         # The serving replica still remembers it healthy when this heartbeat arrives; the flush
         # that writes it learns the leader degraded it, and heals it without waiting for another.
