@@ -3,9 +3,11 @@ versions, and the transitions recorded. Pure functions, no services."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
+from typing import cast
 
-from srcore.dispatch.dispatcher import registry_pause
+from srcore.dispatch.dispatcher import registry_pause, resting
 from srcore.domain.config import poller_config_version
 from srcore.domain.dispatch import (
     Candidate,
@@ -15,6 +17,7 @@ from srcore.domain.dispatch import (
     plan,
     versions,
 )
+from srcore.domain.leadership import Leadership
 from srcore.domain.work import AssignmentState
 
 A = AssignmentState
@@ -168,3 +171,34 @@ def test_a_slow_registry_round_pushes_the_next_one_back_by_twice_its_time() -> N
     assert registry_pause(1.0, 0.01) == 1.0
     assert registry_pause(1.0, 0.8) == 1.6
     assert registry_pause(0.0, 0.25) == 0.5
+
+
+class WokenEarly:
+    """A leadership whose every sleep is cut short by a hint after 10 ms."""
+
+    def __init__(self, stopping_after: int | None = None) -> None:
+        self.asked: list[float] = []
+        self.stopping = False
+        self._stopping_after = stopping_after
+
+    async def sleep(self, seconds: float) -> bool:
+        self.asked.append(seconds)
+        await asyncio.sleep(0.01)
+        if self._stopping_after is not None and len(self.asked) >= self._stopping_after:
+            self.stopping = True
+        return not self.stopping
+
+
+async def test_a_full_pass_rests_its_whole_pause_though_hints_wake_the_leader() -> None:
+    leadership = WokenEarly()
+    assert await resting(cast(Leadership, leadership))(0.05)
+    # Woken early, it went back to sleep for what was left of the pause, each time less.
+    assert len(leadership.asked) >= 2
+    assert leadership.asked == sorted(leadership.asked, reverse=True)
+    assert leadership.asked[0] <= 0.05
+
+
+async def test_a_full_pass_stops_resting_when_leadership_ends() -> None:
+    leadership = WokenEarly(stopping_after=1)
+    assert not await resting(cast(Leadership, leadership))(60.0)
+    assert len(leadership.asked) == 1

@@ -108,6 +108,22 @@ def registry_pause(settle: float, took: float) -> float:
     return max(settle, 2 * took)
 
 
+def resting(leadership: Leadership) -> Callable[[float], Awaitable[bool]]:
+    """The pause between the partitions of a full pass: all of it, however often hints and
+    registry changes wake the leader meanwhile (they wait for the pass to end in any case, and a
+    pause cut short would hand the loop back to dispatch when it is busiest); False once
+    leadership ends."""
+
+    async def rest(seconds: float) -> bool:
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            if not await leadership.sleep(left):
+                return False
+        return not leadership.stopping
+
+    return rest
+
+
 def candidates(view: DispatchView, live: set[str]) -> tuple[list[Candidate], dict[str, str]]:
     """The pollers of the view's partition that may take work, and why the others may not."""
     available: list[Candidate] = []
@@ -177,7 +193,7 @@ class Dispatcher:
                     partitions, everything = dirty.take()
                     if everything:
                         next_full = time.monotonic() + self._resync
-                    pause = leadership.sleep if everything else None
+                    pause = resting(leadership) if everything else None
                     await self.dispatch(partitions, everything, leadership.info, pause=pause)
                     if registry_round:
                         done = time.monotonic()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 from collections.abc import Iterable
@@ -26,17 +25,6 @@ def poller_config_version(heartbeat_interval: float, items: Iterable[tuple[str, 
     canonical edge entry (`domain.work.item_digest`), so the version changes exactly when the
     poller's work or any part of it changes, and is computed without reading item specs.
     """
-    return _poller_config_version(heartbeat_interval, tuple(sorted(tuple(i) for i in items)))
-
-
-# Distinct work sets remembered: above a large fleet's poller count, so the leader's periodic
-# resync finds every unchanged poller's version here (an LRU smaller than the working set
-# would miss every time). About 0.3 KiB each.
-POLLER_VERSIONS_CACHED = 50_000
-
-
-@functools.lru_cache(maxsize=POLLER_VERSIONS_CACHED)
-def _poller_config_version(heartbeat_interval: float, items: tuple[tuple[str, ...], ...]) -> str:
     return config_version(
-        {"heartbeat_interval_ms": round(heartbeat_interval * 1000), "items": [list(i) for i in items]}
+        {"heartbeat_interval_ms": round(heartbeat_interval * 1000), "items": sorted(list(i) for i in items)}
     )

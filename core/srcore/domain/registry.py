@@ -57,12 +57,18 @@ class HeartbeatAnswer:
 
 @dataclass(slots=True)
 class PendingHeartbeat:
-    """The latest heartbeat of one poller not yet written, with the transition it caused."""
+    """The latest heartbeat of one poller not yet written, with the transition it caused.
+
+    `judged` is the state this replica remembered once it judged the heartbeat; `relearned`
+    marks a heartbeat already judged a second time from the stored state (never a third).
+    """
 
     heartbeat: Heartbeat
     agents: dict[str, AgentHealth] = field(default_factory=dict)
     transitions: list[Transition] = field(default_factory=list)
     state: PollerState | None = None
+    judged: PollerState | None = None
+    relearned: bool = False
 
 
 class PollerStore(Protocol):
@@ -257,6 +263,7 @@ class RegistryService:
             )  # fmt: skip
             live.state = target
             pending.state = target
+        pending.judged, pending.relearned = live.state, False
         return HeartbeatAnswer(
             next_interval=self._interval,
             config_outdated=beat.applied_config_version != live.desired_version,
@@ -336,22 +343,27 @@ class RegistryService:
             return len(pending)
 
     def _learn(self, written: PendingHeartbeat, stored: PollerState | None) -> None:
-        """Take the state the store holds for a poller just written, and judge its heartbeat again.
+        """Take the state the store holds for a poller just written; heal it if it came back.
 
-        The leader's liveness monitor may have degraded (or taken offline) a poller whose
-        heartbeat was waiting here to be written: judged from the state this replica remembered,
-        it moved nothing. When the store holds another state than that, the heartbeat is judged
-        again from the stored one and queued as a transition for the next flush (whose write
-        checks that state once more), so a poller that came back is healed within a flush, not
-        at its next heartbeat one interval later.
+        The leader's liveness monitor may have degraded a poller, as late, whose heartbeat was
+        waiting here to be written: judged from the state this replica remembered (healthy), it
+        moved nothing. Judged again from the stored state, it is queued as a transition for the
+        next flush (whose write checks that state once more), so the heartbeat that brought the
+        poller back heals it within a flush, not at its next heartbeat one interval later. Only
+        when nothing else changed this replica's memory of the poller meanwhile (a registration,
+        a refresh), only from degraded (offline means its registration is gone; operator states
+        are the operator's), and only once per heartbeat.
         """
         key = (written.heartbeat.tenant, written.heartbeat.poller_id)
         live = self._live.get(key)
         # A heartbeat queued meanwhile was judged from the old state; the next flush checks its
         # transitions against the store and corrects this memory then.
-        if live is None or stored is None or key in self._pending or stored == live.state:
+        if live is None or stored is None or key in self._pending:
             return
+        judged_last = live.state == written.judged
         live.state = stored
+        if written.relearned or not judged_last or stored != PollerState.DEGRADED or written.judged == stored:
+            return
         beat = written.heartbeat
         target = heartbeat_state(stored, beat.status)
         if target is None:
@@ -360,8 +372,10 @@ class RegistryService:
             beat,
             transitions=[
                 Transition(beat.tenant, "poller", beat.poller_id, stored.value, target.value,
-                           f"heartbeat status {beat.status.value}", beat.received_at)
+                           f"heartbeat status {beat.status.value}", self._clock())
             ],
             state=target,
+            judged=target,
+            relearned=True,
         )  # fmt: skip
         live.state = target
