@@ -220,7 +220,7 @@ class Dispatcher:
         """Place the work of `partitions` (of every partition when `everything`), the value
         saying whether to rebalance it. Raises Fenced when a later leadership wrote.
 
-        With `pause` (the leader's sleep: False once it should stop), waits twice as long as each
+        With `pause` (`resting`: False once leadership ends), waits twice as long as each
         partition took before the next, and stops early when told to: the periodic full round
         then takes at most a third of the event loop that also answers heartbeats. Run back to
         back over a 10,000-poller fleet it kept the replica's CPU busy for most of a second, and

@@ -6,7 +6,7 @@ parses and converts each of them in Python: more work than reading the rows they
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -26,7 +26,7 @@ def one_of(
     return column.in_(list(values))
 
 
-def chunks(conn: AsyncConnection, values: Sequence[str]) -> Iterable[Sequence[str]]:
+def chunks(conn: AsyncConnection, values: Sequence[str]) -> Iterator[Sequence[str]]:
     """The whole list on PostgreSQL (one array parameter), bounded IN lists on SQLite."""
     if conn.dialect.name == "postgresql":
         yield values
