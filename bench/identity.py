@@ -53,7 +53,7 @@ def backend_cpu(url: str) -> dict[int, float]:
 def unidentified(url: str) -> int:
     """Committed flushes not yet resolved to devices."""
     with psycopg.connect(url) as conn:
-        row = conn.execute("SELECT count(*) FROM ingest_flushes WHERE NOT identified").fetchone()
+        row = conn.execute("SELECT count(*) FROM identity_pending").fetchone()
     return int(row[0]) if row else 0
 
 

@@ -70,7 +70,7 @@ def backlog(url: str, data: Path) -> int:
     """Committed flushes not yet processed (or, with identity on, not yet identified)."""
     query = "SELECT count(*) FROM ingest_flushes WHERE NOT projected"
     if identity_enabled():
-        query += " OR NOT identified"
+        query = f"SELECT ({query}) + (SELECT count(*) FROM identity_pending)"
     if url:
         with psycopg.connect(url) as conn:
             found = conn.execute(query).fetchone()

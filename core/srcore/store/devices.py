@@ -31,7 +31,7 @@ from srcore.events.outbox import write_events
 from srcore.store.database import Database
 from srcore.store.device_tables import device_identifiers, device_merges, devices
 from srcore.store.ingest import sqlite_timestamp
-from srcore.store.ingest_tables import device_updates, ingest_flushes, sweep_host_results
+from srcore.store.ingest_tables import device_updates, identity_pending, sweep_host_results
 from srcore.store.lists import chunks, one_of
 
 _DEVICE_COLUMNS = (
@@ -109,12 +109,7 @@ def device_from_row(row: Any) -> Device:
 
 async def claim_flushes(conn: AsyncConnection, limit: int) -> list[int]:
     """Lock up to `limit` committed flushes not yet identified (skipping ones other replicas hold)."""
-    query = (
-        sa.select(ingest_flushes.c.id)
-        .where(ingest_flushes.c.identified == sa.false())
-        .order_by(ingest_flushes.c.id)
-        .limit(limit)
-    )
+    query = sa.select(identity_pending.c.flush_id).order_by(identity_pending.c.flush_id).limit(limit)
     if conn.dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True)
     return [int(i) for i in (await conn.execute(query)).scalars()]
@@ -123,19 +118,13 @@ async def claim_flushes(conn: AsyncConnection, limit: int) -> list[int]:
 async def count_unidentified(db: Database) -> int:
     """Committed flushes whose observations are not resolved yet."""
     async with db.connect() as conn:
-        query = (
-            sa.select(sa.func.count())
-            .select_from(ingest_flushes)
-            .where(ingest_flushes.c.identified == sa.false())
-        )
+        query = sa.select(sa.func.count()).select_from(identity_pending)
         return int((await conn.execute(query)).scalar_one())
 
 
 async def mark_identified(conn: AsyncConnection, flush_ids: Sequence[int]) -> None:
-    """Record that these flushes' observations are resolved."""
-    await conn.execute(
-        ingest_flushes.update().where(ingest_flushes.c.id.in_(list(flush_ids))).values(identified=True)
-    )
+    """Record that these flushes' observations are resolved: they leave the queue."""
+    await conn.execute(identity_pending.delete().where(identity_pending.c.flush_id.in_(list(flush_ids))))
 
 
 # A sweep result as identity needs it: (tenant, partition, ip, mac, hostname, available, observed_at).

@@ -21,6 +21,7 @@ from srcore.store.ingest_tables import (
     DEVICE_COLUMNS,
     SWEEP_COLUMNS,
     device_updates,
+    identity_pending,
     ingest_batches,
     ingest_flushes,
     service_check_results,
@@ -164,11 +165,17 @@ class IngestStore:
         return record_from_row(found)
 
     async def begin_flush(self, conn: AsyncConnection, now: datetime) -> int:
-        """Start a flush inside `conn`'s transaction; its id tags every row it writes."""
+        """Start a flush inside `conn`'s transaction; its id tags every row it writes.
+
+        The flush is queued for device identity in the same transaction, so a committed flush
+        is always resolved, whether identity is on now or later.
+        """
         result = await conn.execute(
             ingest_flushes.insert().values(created_at=now).returning(ingest_flushes.c.id)
         )
-        return int(result.scalar_one())
+        flush_id = int(result.scalar_one())
+        await conn.execute(identity_pending.insert().values(flush_id=flush_id))
+        return flush_id
 
     async def advance(self, conn: AsyncConnection, advance: LedgerAdvance, now: datetime) -> bool:
         """Move a batch's committed_index forward, only from where this flush expects it.

@@ -63,9 +63,17 @@ ingest_flushes = sa.Table(
     sa.Column("created_at", Timestamp, nullable=False),
     sa.Column("projected", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Index("ix_ingest_flushes_pending", "projected", "id"),
-    # Device identity's progress marker (migration 0007_identity, srcore.ingest.identity).
-    sa.Column("identified", sa.Boolean, nullable=False, server_default=sa.false()),
-    sa.Index("ix_ingest_flushes_unidentified", "identified", "id"),
+)
+
+# Committed flushes not yet resolved to devices (srcore.ingest.identity), one row each until
+# resolved: a queue of its own, so identity's claims never lock the rows the projector claims
+# in ingest_flushes (migration 0013_identity_queue).
+identity_pending = sa.Table(
+    "identity_pending",
+    metadata,
+    sa.Column(
+        "flush_id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=False
+    ),
 )
 
 
