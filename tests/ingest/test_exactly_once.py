@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
+
 import grpc
 import pytest
 
@@ -9,7 +12,7 @@ from serviceradar.admin.v1 import batch_service_pb2 as bpb
 from serviceradar.admin.v1 import batch_service_pb2_grpc as bgrpc
 from serviceradar.edge.v1 import edge_service_pb2_grpc as pb_grpc
 from serviceradar.edge.v1 import results_pb2 as rpb
-from tests.helpers.core import RunningCore
+from tests.helpers.core import RunningCore, running_core
 from tests.helpers.db import count_distinct_results, count_rows
 from tests.helpers.results import RawStream, new_batch_id, open_sweep, push_chunks, sweep_chunk
 
@@ -124,3 +127,39 @@ async def test_a_second_stream_takes_the_batch_and_the_first_is_aborted(sqlite_c
         assert (await new.ack()).state == rpb.BATCH_STATE_COMMITTED
         new.close()
     assert await count_rows(core.app.db, "sweep_host_results") == 20
+
+
+@pytest.mark.parametrize("store", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def test_chunks_of_an_old_and_a_new_stream_in_one_flush_are_stored_once(
+    store: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    # The edge reconnects while its old stream's chunks still wait for a flush, and sends them
+    # again: the writer's pause puts both streams' copies in the same flush.
+    overrides: dict[str, object] = {"ingest_flush_delay": 1.0}
+    if store == "postgres":
+        overrides["database_url"] = request.getfixturevalue("fresh_database")
+    async with running_core(tmp_path / "data", **overrides) as core:
+        batch = new_batch_id()
+        async with core.channel(core.creds.edge()) as channel:
+            stub = pb_grpc.EdgeServiceStub(channel)
+            old = RawStream(stub)
+            old.send(open_sweep(batch))
+            await old.ack()
+            for index in range(5):
+                old.send(sweep_chunk(batch, index, index * 10, 10))
+            await asyncio.sleep(0.2)
+            new = RawStream(stub)
+            new.send(open_sweep(batch))
+            reopened = await new.ack()
+            assert reopened.committed_index == -1  # the old stream's chunks are not flushed yet
+            for index in range(10):
+                new.send(sweep_chunk(batch, index, index * 10, 10, final=index == 9))
+            acks = [await new.ack() for _ in range(10)]
+            new.close()
+            old.close()
+        # Acks count up one by one, and only the final chunk's says the batch is committed.
+        assert [(a.chunk_index, a.committed_index) for a in acks] == [(i, i) for i in range(10)]
+        assert [a.state for a in acks] == [rpb.BATCH_STATE_OPEN] * 9 + [rpb.BATCH_STATE_COMMITTED]
+        assert sum(a.accepted for a in acks) == 50  # chunks 5-9: 0-4 were the old stream's
+        assert await count_rows(core.app.db, "sweep_host_results") == 100
+        assert await count_distinct_results(core.app.db, "sweep_host_results") == 100

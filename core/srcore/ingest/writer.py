@@ -275,9 +275,30 @@ class BatchingWriter:
         received: Any,
         moves: _Moves,
     ) -> None:
-        """Move one batch's ledger over its chunks in this flush and keep their rows."""
-        record = group[0].record
-        chunks = group
+        """Move one batch's ledger over its chunks in this flush and keep their rows.
+
+        The group holds the chunks of every stream that sent the batch since the last flush:
+        an edge that reconnected while its old stream still had chunks queued sends them
+        again on the new one. Each stream's chunks (one ledger record per opening) are
+        consecutive; they are applied stream by stream, so what an earlier stream commits, a
+        later one finds committed and acknowledges as a duplicate instead of storing it again.
+        """
+        streams: dict[int, list[PendingChunk]] = {}
+        for pending in group:
+            streams.setdefault(id(pending.record), []).append(pending)
+        for chunks in streams.values():
+            await self._advance_stream(conn, chunks, flush_id, now, received, moves)
+
+    async def _advance_stream(
+        self,
+        conn: Any,
+        chunks: list[PendingChunk],
+        flush_id: int,
+        now: datetime,
+        received: Any,
+        moves: _Moves,
+    ) -> None:
+        record = chunks[0].record
         while chunks:
             rows, tallies, advance = await self._prepare(chunks, flush_id, now, received)
             if await self._store.advance(conn, advance, now):
@@ -344,8 +365,11 @@ class BatchingWriter:
                 continue
             if pending.index <= pending.record.committed_index:
                 # The superseded stream committed this very chunk first: it is stored, so
-                # acknowledge it as the duplicate it is.
-                pending.future.set_result(ChunkOutcome(pending.index, 0, 0, "", pending.record.state))
+                # acknowledge it as the duplicate it is, as its own commit would have: the other
+                # stream may have committed the final chunk too, and a "committed" batch state
+                # beside this earlier index is a contradiction the client rightly rejects.
+                state = BatchState.COMMITTED if pending.final else BatchState.OPEN
+                pending.future.set_result(ChunkOutcome(pending.index, 0, 0, "", state))
             else:
                 pending.future.set_exception(
                     Aborted(
