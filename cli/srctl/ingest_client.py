@@ -207,6 +207,15 @@ class ProtocolViolation(Exception):
         self.code = code
 
 
+class Overtaken(Exception):
+    """The server committed chunks an earlier stream of this batch sent, beyond this stream's.
+
+    Chunks the old stream left queued in the server commit after the new stream reopened the
+    batch. They are stored; this stream must not send them again in order, so it resumes past
+    them with a reopen, as for ABORTED.
+    """
+
+
 class BatchWindow:
     """The send-side bookkeeping of one batch, free of I/O.
 
@@ -224,6 +233,8 @@ class BatchWindow:
         self.credits = 0
         # Next chunk to write on the current stream.
         self.next_index = 0
+        # Highest chunk index written on any stream of this batch.
+        self.highest_sent = -1
         self.final_index: int | None = None
 
     @property
@@ -265,16 +276,21 @@ class BatchWindow:
         self._commit(committed)
         self.credits = credits
         self.next_index = committed + 1
+        # Committed chunks count as sent, whichever run of the client sent them.
+        self.highest_sent = max(self.highest_sent, committed)
 
     def acked(self, committed: int, credits: int) -> None:
         """Apply a chunk ack: everything up to `committed` is durable; `credits` from there.
 
-        Raises ProtocolViolation when the committed index goes back or covers unsent chunks.
+        Raises ProtocolViolation when the committed index goes back or covers chunks never
+        sent, and Overtaken when it covers chunks an earlier stream sent and this one has not.
         """
         if committed < self.committed:
             raise ProtocolViolation(f"committed index went back from {self.committed} to {committed}")
-        if committed >= self.next_index:
+        if committed > self.highest_sent:
             raise ProtocolViolation(f"chunk {committed} acknowledged before it was sent")
+        if committed >= self.next_index:
+            raise Overtaken(f"chunk {committed} was committed from an earlier stream of this batch")
         self._commit(committed)
         self.credits = credits
 
@@ -290,6 +306,7 @@ class BatchWindow:
 
     def mark_sent(self) -> None:
         """Record that the chunk from `next_to_send` was written."""
+        self.highest_sent = max(self.highest_sent, self.next_index)
         self.next_index += 1
 
     def _commit(self, committed: int) -> None:
@@ -676,7 +693,10 @@ class ResultPusher:
                         f"sent up to {window.next_index - 1})"
                     )
                 last_chunk = ack.chunk_index
-            window.acked(ack.committed_index, ack.credits)
+            try:
+                window.acked(ack.committed_index, ack.credits)
+            except Overtaken as overtaken:
+                raise _StreamFailure(grpc.StatusCode.ABORTED, str(overtaken)) from None
             committed_state = ack.state == results_pb.BATCH_STATE_COMMITTED
             if committed_state != window.complete:
                 raise ProtocolViolation(

@@ -34,6 +34,7 @@ from srctl.ingest_client import (
     BatchWindow,
     Disposition,
     InputError,
+    Overtaken,
     ProtocolViolation,
     PushFailed,
     ResultPusher,
@@ -357,6 +358,19 @@ def test_an_ack_for_an_unsent_chunk_is_a_violation() -> None:
         window.acked(committed=1, credits=4)
 
 
+def test_chunks_an_earlier_stream_sent_committed_late_make_the_stream_resume() -> None:
+    window = window_over(200)
+    window.reopened(committed=-1, credits=4)
+    assert send_all_allowed(window) == [0, 1, 2, 3]
+    # The stream drops with chunks 0-3 still queued in the server; the new stream resends 0.
+    window.reopened(committed=-1, credits=1)
+    assert send_all_allowed(window) == [0]
+    with pytest.raises(Overtaken):
+        window.acked(committed=3, credits=1)
+    with pytest.raises(ProtocolViolation, match="before it was sent"):
+        window.acked(committed=4, credits=1)
+
+
 # --- the pusher against an in-memory server -------------------------------------------------
 
 
@@ -366,7 +380,7 @@ class Fault:
 
     `code` None makes the stream go silent instead. With `after_commit`, the chunks received
     so far are committed first and their acks lost, as when a connection drops just after a
-    commit.
+    commit. With `late_commit`, they commit after the client has reopened the batch.
     """
 
     on: str
@@ -375,6 +389,10 @@ class Fault:
     details: str = "connection reset"
     retry_after: float | None = None
     after_commit: bool = False
+    # The chunks received so far stay queued, unacknowledged, and commit only when the next
+    # stream sends its first chunk; from then on the server grants `credits_after`.
+    late_commit: bool = False
+    credits_after: int | None = None
 
 
 @dataclass
@@ -408,6 +426,7 @@ class FakeStream:
         self.next_index = 0
         self.allowed = -1
         self.pending: list[rpb.ResultChunk] = []
+        self.holding = False
 
     async def write(self, request: pb.ReportResultsRequest) -> None:
         if self.error is not None:
@@ -470,6 +489,7 @@ class FakeIngest:
     received: dict[str, int] = field(default_factory=lambda: {"open": 0, "chunk": 0})
     chunk_indexes: list[int] = field(default_factory=list)
     max_in_flight: int = 0
+    queued: list[FakeStream] = field(default_factory=list)
 
     def open_stream(self) -> FakeStream:
         stream = FakeStream(self)
@@ -484,6 +504,14 @@ class FakeIngest:
         assert kind is not None
         self.received[kind] += 1
         fault = next((f for f in self.faults if f.on == kind and f.at == self.received[kind]), None)
+        if fault is not None and fault.late_commit:
+            stream.holding = True
+            self._chunk(stream, request.chunk)
+            self.queued.append(stream)
+            if fault.credits_after is not None:
+                self.credits = fault.credits_after
+            self._trip(stream, fault)
+            return
         if fault is not None and not fault.after_commit:
             self._trip(stream, fault)
             return
@@ -511,6 +539,9 @@ class FakeIngest:
         stream.ack(batch, -1)
 
     def _chunk(self, stream: FakeStream, chunk: rpb.ResultChunk) -> None:
+        for old in self.queued:
+            self._commit(old, send_acks=False)
+        self.queued = []
         batch = self.batches[chunk.batch_id]
         self.chunk_indexes.append(chunk.index)
         if chunk.index <= batch.committed:
@@ -527,7 +558,7 @@ class FakeIngest:
         self.max_in_flight = max(self.max_in_flight, len(stream.pending))
         if chunk.final:
             batch.final = chunk.index
-        if chunk.final or chunk.index == stream.allowed:
+        if (chunk.final or chunk.index == stream.allowed) and not stream.holding:
             self._commit(stream, send_acks=True)
 
     def _commit(self, stream: FakeStream, *, send_acks: bool) -> None:
@@ -642,6 +673,21 @@ async def test_chunks_committed_whose_acks_were_lost_are_not_sent_again() -> Non
     assert server.stored_results(BATCH) == 200
     # The client counts only what it saw acknowledged; GetBatch has the server's totals.
     assert done.accepted == 200 - 2 * 10
+
+
+async def test_chunks_of_the_old_stream_committed_after_the_reopen_are_resumed_past() -> None:
+    # Chunks 0-3 are still queued in the server when the stream drops; they commit once the
+    # client, reopened at -1, has resent chunk 0 (the only one its new credit allows).
+    dropped = Fault("chunk", at=4, late_commit=True, credits_after=1)
+    server = FakeIngest(credits=4, faults=[dropped])
+    async with pusher_for(server) as pusher:
+        done = await push_hosts(pusher, 200)
+    assert done.state == rpb.BATCH_STATE_COMMITTED
+    # The ack of the resent chunk 0 says chunk 3 is committed: the client reopens and goes on
+    # from chunk 4 instead of sending 1-3 again or stopping on a protocol violation.
+    assert server.chunk_indexes == [0, 1, 2, 3, 0, *range(4, 20)]
+    assert server.stored_results(BATCH) == 200
+    assert done.retries == 2
 
 
 async def test_resource_exhausted_waits_for_the_retry_info_delay() -> None:
