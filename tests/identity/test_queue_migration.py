@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 from alembic import command
 
-from srcore.store.database import Database, _alembic_config, sqlite_url
+from srcore.store.database import Database, alembic_config, sqlite_url
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -25,7 +25,7 @@ async def migrate(db: Database, revision: str, down: bool = False) -> None:
     """Upgrade (or downgrade) the store to `revision`."""
 
     def run(connection: sa.Connection) -> None:
-        config = _alembic_config()
+        config = alembic_config()
         config.attributes["connection"] = connection
         (command.downgrade if down else command.upgrade)(config, revision)
 

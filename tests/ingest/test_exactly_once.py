@@ -17,6 +17,13 @@ from tests.helpers.db import count_distinct_results, count_rows
 from tests.helpers.results import RawStream, new_batch_id, open_sweep, push_chunks, sweep_chunk
 
 
+async def opened(stub: pb_grpc.EdgeServiceAsyncStub, batch_id: str) -> tuple[RawStream, rpb.BatchAck]:
+    """A new stream with `batch_id` opened (or reopened) on it, and the answer to the open."""
+    stream = RawStream(stub)
+    stream.send(open_sweep(batch_id))
+    return stream, await stream.ack()
+
+
 async def get_batch(core: RunningCore, batch_id: str) -> bpb.Batch:
     """The batch as operators see it."""
     async with core.channel(core.creds.operator()) as channel:
@@ -111,14 +118,11 @@ async def test_a_second_stream_takes_the_batch_and_the_first_is_aborted(sqlite_c
     batch = new_batch_id()
     async with core.channel(core.creds.edge()) as channel:
         stub = pb_grpc.EdgeServiceStub(channel)
-        old = RawStream(stub)
-        old.send(open_sweep(batch))
-        await old.ack()
+        old, _ = await opened(stub, batch)
         old.send(sweep_chunk(batch, 0, 0, 10))
         await old.ack()
-        new = RawStream(stub)
-        new.send(open_sweep(batch))
-        assert (await new.ack()).committed_index == 0
+        new, reopened = await opened(stub, batch)
+        assert reopened.committed_index == 0
         old.send(sweep_chunk(batch, 1, 10, 10))
         with pytest.raises(grpc.aio.AioRpcError) as error:
             await old.ack()
@@ -142,15 +146,11 @@ async def test_chunks_of_an_old_and_a_new_stream_in_one_flush_are_stored_once(
         batch = new_batch_id()
         async with core.channel(core.creds.edge()) as channel:
             stub = pb_grpc.EdgeServiceStub(channel)
-            old = RawStream(stub)
-            old.send(open_sweep(batch))
-            await old.ack()
+            old, _ = await opened(stub, batch)
             for index in range(5):
                 old.send(sweep_chunk(batch, index, index * 10, 10))
             await asyncio.sleep(0.2)
-            new = RawStream(stub)
-            new.send(open_sweep(batch))
-            reopened = await new.ack()
+            new, reopened = await opened(stub, batch)
             assert reopened.committed_index == -1  # the old stream's chunks are not flushed yet
             for index in range(10):
                 new.send(sweep_chunk(batch, index, index * 10, 10, final=index == 9))

@@ -37,7 +37,12 @@ def sqlite_url(data_dir: Path) -> str:
     return f"sqlite+aiosqlite:///{data_dir / 'srcore.db'}"
 
 
-def _alembic_config() -> Config:
+def alembic_config() -> Config:
+    """The alembic configuration of the migrations shipped with this build.
+
+    Set `attributes["connection"]` to run a command on an open connection, as `migrate` does
+    and as tests do that move a store to one revision.
+    """
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     return config
@@ -49,7 +54,7 @@ def head_revisions() -> frozenset[str]:
     Subsystems own independent migration branches off the base revision (alembic allows
     several heads), so the schema is current when every head is applied.
     """
-    heads = frozenset(ScriptDirectory.from_config(_alembic_config()).get_heads())
+    heads = frozenset(ScriptDirectory.from_config(alembic_config()).get_heads())
     assert heads, "no migrations shipped"
     return heads
 
@@ -92,7 +97,7 @@ class Database:
         """Apply every pending migration; returns the revisions now current."""
 
         def upgrade(connection: sa.Connection) -> None:
-            config = _alembic_config()
+            config = alembic_config()
             config.attributes["connection"] = connection
             command.upgrade(config, "heads")
 
