@@ -65,6 +65,7 @@ from srcore.store.devices import (
     read_sweeps,
     write_resolution,
 )
+from srcore.store.flush_reads import FLUSH_INDEXES, summarize_new_ranges
 from srcore.store.ingest import TABLES
 
 log = logging.getLogger(__name__)
@@ -458,6 +459,8 @@ class IdentityStage(RoundLoop):
         ]  # fmt: skip
         rest = [flush_id for flush_id in flush_ids if flush_id not in taken]
         if rest:
+            # From a connection of its own: this round's transaction holds its claim meanwhile.
+            await summarize_new_ranges(self._db, FLUSH_INDEXES)
             sweeps.extend(await read_sweeps(conn, rest))
             observations.extend(await read_device_updates(conn, rest))
         self.from_memory += len(taken)

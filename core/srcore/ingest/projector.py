@@ -11,10 +11,14 @@ from srcore.domain.processing import ProcessingPolicy
 from srcore.ingest.rounds import RoundLoop
 from srcore.ingest.writer import CommittedFlush
 from srcore.store.database import Database
+from srcore.store.flush_reads import FLUSH_INDEXES, TIME_INDEXES, summarize_new_ranges
 from srcore.store.processing import process_pending
 
 # A pause this long between flushes ends a burst: processing starts then.
 BURST_GAP = 0.1
+# How often the raw tables' observation-time indexes are brought up to date (store/flush_reads):
+# time-filtered reads scan at most this much unsummarised tail.
+TIME_INDEX_INTERVAL = 60.0
 
 
 class Projector(RoundLoop):
@@ -46,6 +50,7 @@ class Projector(RoundLoop):
         self._max_lag = max_lag
         self._first_pending: float | None = None
         self._last_flush = 0.0
+        self._time_indexes_at = -TIME_INDEX_INTERVAL
 
     def notify(self, _flush: CommittedFlush) -> None:
         """A flush committed: project soon."""
@@ -58,11 +63,22 @@ class Projector(RoundLoop):
     async def drain(self) -> int:
         """Process every pending flush (and close every ready execution) now; returns how many."""
         total = 0
-        while handled := await process_pending(
-            self._db, self._policy, self._clock(), self._replica_id, self._fencing_token()
-        ):
+        while True:
+            await summarize_new_ranges(self._db, self._indexes_to_summarize())
+            handled = await process_pending(
+                self._db, self._policy, self._clock(), self._replica_id, self._fencing_token()
+            )
+            if not handled:
+                return total
             total += handled
-        return total
+
+    def _indexes_to_summarize(self) -> tuple[str, ...]:
+        """The flush indexes the round reads by, plus the time indexes when they are due."""
+        now = time.monotonic()
+        if now - self._time_indexes_at < TIME_INDEX_INTERVAL:
+            return FLUSH_INDEXES
+        self._time_indexes_at = now
+        return FLUSH_INDEXES + TIME_INDEXES
 
     async def _before_drain(self) -> None:
         """Wait while flushes keep coming, at most until the oldest is `max_lag` old."""

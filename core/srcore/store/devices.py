@@ -30,6 +30,7 @@ from srcore.domain.model import Transition
 from srcore.events.outbox import write_events
 from srcore.store.database import Database
 from srcore.store.device_tables import device_identifiers, device_merges, devices
+from srcore.store.flush_reads import flush_index_reads
 from srcore.store.ingest import sqlite_timestamp
 from srcore.store.ingest_tables import device_updates, identity_pending, sweep_host_results
 from srcore.store.lists import chunks, one_of
@@ -178,9 +179,11 @@ async def _read_back(
     driver = raw.driver_connection
     assert driver is not None
     async with driver.cursor(name="srcore_identity_read_back") as cursor:
-        await cursor.execute(
-            f"SELECT {', '.join(columns)} FROM {table.name} WHERE flush_id = ANY(%s)", (list(flush_ids),)
-        )
+        # The plan is made here, at DECLARE: fetching needs no setting.
+        async with flush_index_reads(conn):
+            await cursor.execute(
+                f"SELECT {', '.join(columns)} FROM {table.name} WHERE flush_id = ANY(%s)", (list(flush_ids),)
+            )
         while part := await cursor.fetchmany(READ_BACK_SLICE):
             yield part
 

@@ -36,6 +36,7 @@ from srcore.domain.processing import (
     sweep_network,
 )
 from srcore.store.database import Database
+from srcore.store.flush_reads import flush_index_reads
 from srcore.store.ingest_tables import (
     check_latest,
     host_latest,
@@ -369,11 +370,12 @@ async def process_pending(
                 # A round sorts every row of its flushes to find each host's latest: in memory,
                 # not in temporary files (PostgreSQL's default work_mem is 4 MB).
                 await conn.exec_driver_sql("SET LOCAL work_mem = '64MB'")
-            updates, transitions = await _fold_checks(conn, ids, policy)
-            await conn.exec_driver_sql(
-                host_projection(conn.dialect.name, policy.max_open_ports_per_host, ids)
-            )
-            await conn.exec_driver_sql(_CHECK_PROJECTION.format(ids=", ".join(str(i) for i in ids)))
+            async with flush_index_reads(conn):
+                updates, transitions = await _fold_checks(conn, ids, policy)
+                await conn.exec_driver_sql(
+                    host_projection(conn.dialect.name, policy.max_open_ports_per_host, ids)
+                )
+                await conn.exec_driver_sql(_CHECK_PROJECTION.format(ids=", ".join(str(i) for i in ids)))
             await _write_check_states(conn, updates)
             await record_transitions(conn, transitions, replica_id, fencing_token)
             await conn.execute(
