@@ -12,15 +12,20 @@ PostgreSQL's own per-table I/O statistics.
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 import psycopg
+import pytest
+from psycopg import sql as psql
+from sqlalchemy.engine import make_url
 
 from srcore.domain.processing import ProcessingPolicy
 from srcore.ingest.identity import IdentityStage
 from srcore.ingest.projector import Projector
 from srcore.store.database import Database
+from srcore.store.flush_reads import FLUSH_INDEXES, RangeSummarizer
 
 FLUSH_ROWS = 2_000
 HISTORY_FLUSHES = 80
@@ -160,3 +165,51 @@ async def test_an_identity_round_reading_back_reads_the_new_flushes_not_the_tabl
     with psycopg.connect(_plain(url)) as conn:
         assert conn.execute("SELECT count(*) FROM identity_pending").fetchone() == (0,)
         assert conn.execute("SELECT count(*) FROM devices").fetchone() == (HOSTS,)
+
+
+async def test_summarising_does_not_wait_behind_another_summariser(fresh_database: str) -> None:
+    url = fresh_database
+    await _migrated(url)
+    _commit_flushes(url, 1, 3, identify=False)
+    db = Database(url)
+    try:
+        with psycopg.connect(_plain(url)) as holder:
+            # VACUUM or another replica's pass holds this lock while it summarises.
+            holder.execute("LOCK TABLE sweep_host_results IN SHARE UPDATE EXCLUSIVE MODE")
+            assert await asyncio.wait_for(RangeSummarizer(db).catch_up(FLUSH_INDEXES), timeout=5) is None
+        summarized = await RangeSummarizer(db).catch_up(FLUSH_INDEXES)
+        assert summarized is not None and summarized > 0
+        assert await RangeSummarizer(db).catch_up(FLUSH_INDEXES) == 0
+    finally:
+        await db.dispose()
+
+
+async def test_a_core_that_does_not_own_its_tables_still_projects_and_says_why_reads_are_slow(
+    fresh_database: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = fresh_database
+    await _migrated(url)
+    _commit_flushes(url, 1, 2, identify=False)
+    role = f"srcore_reader_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(_plain(url), autocommit=True) as admin:
+        admin.execute(psql.SQL("CREATE ROLE {} LOGIN").format(psql.Identifier(role)))
+        admin.execute(
+            psql.SQL("GRANT ALL ON ALL TABLES IN SCHEMA public TO {}").format(psql.Identifier(role))
+        )
+        try:
+            as_role = make_url(url).set(username=role).render_as_string(hide_password=False)
+            db = Database(as_role)
+            try:
+                summarizer = RangeSummarizer(db)
+                assert await summarizer.catch_up(FLUSH_INDEXES) is None
+                assert "run the core as the owner of its tables" in caplog.text
+                caplog.clear()
+                # Said once: later rounds do not try again.
+                assert await summarizer.catch_up(FLUSH_INDEXES) is None
+                assert caplog.text == ""
+                assert await _projector(db).drain() == 2
+            finally:
+                await db.dispose()
+        finally:
+            admin.execute(psql.SQL("DROP OWNED BY {}").format(psql.Identifier(role)))
+            admin.execute(psql.SQL("DROP ROLE {}").format(psql.Identifier(role)))

@@ -65,7 +65,7 @@ from srcore.store.devices import (
     read_sweeps,
     write_resolution,
 )
-from srcore.store.flush_reads import FLUSH_INDEXES, summarize_new_ranges
+from srcore.store.flush_reads import FLUSH_INDEXES, RangeSummarizer
 from srcore.store.ingest import TABLES
 
 log = logging.getLogger(__name__)
@@ -382,6 +382,7 @@ class IdentityStage(RoundLoop):
         # Bounded: past `memory_flushes` waiting, a flush is read back from the store instead.
         self._memory: dict[int, tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]] = {}
         self._memory_flushes = memory_flushes
+        self._summarizer = RangeSummarizer(db)
 
     def notify(self, flush: CommittedFlush) -> None:
         """A flush committed: keep its observations in memory (within the bound) and resolve soon."""
@@ -460,7 +461,7 @@ class IdentityStage(RoundLoop):
         rest = [flush_id for flush_id in flush_ids if flush_id not in taken]
         if rest:
             # From a connection of its own: this round's transaction holds its claim meanwhile.
-            await summarize_new_ranges(self._db, FLUSH_INDEXES)
+            await self._summarizer.catch_up(FLUSH_INDEXES)
             sweeps.extend(await read_sweeps(conn, rest))
             observations.extend(await read_device_updates(conn, rest))
         self.from_memory += len(taken)

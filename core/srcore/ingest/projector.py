@@ -11,7 +11,7 @@ from srcore.domain.processing import ProcessingPolicy
 from srcore.ingest.rounds import RoundLoop
 from srcore.ingest.writer import CommittedFlush
 from srcore.store.database import Database
-from srcore.store.flush_reads import FLUSH_INDEXES, TIME_INDEXES, summarize_new_ranges
+from srcore.store.flush_reads import FLUSH_INDEXES, TIME_INDEXES, RangeSummarizer
 from srcore.store.processing import process_pending
 
 # A pause this long between flushes ends a burst: processing starts then.
@@ -50,6 +50,7 @@ class Projector(RoundLoop):
         self._max_lag = max_lag
         self._first_pending: float | None = None
         self._last_flush = 0.0
+        self._summarizer = RangeSummarizer(db)
         self._time_indexes_at = -TIME_INDEX_INTERVAL
 
     def notify(self, _flush: CommittedFlush) -> None:
@@ -64,7 +65,7 @@ class Projector(RoundLoop):
         """Process every pending flush (and close every ready execution) now; returns how many."""
         total = 0
         while True:
-            await summarize_new_ranges(self._db, self._indexes_to_summarize())
+            await self._summarizer.catch_up(self._indexes_to_summarize())
             handled = await process_pending(
                 self._db, self._policy, self._clock(), self._replica_id, self._fencing_token()
             )

@@ -9,7 +9,7 @@ latest-state projection, identity when it trails the writer) read the newest flu
 the unsummarised tail: measured, each round scanned the whole table, and a round's cost grew
 with the table instead of with its flushes.
 
-So the stages summarise the new ranges themselves before they read (`summarize_new_ranges`),
+So the stages summarise the new ranges themselves before they read (`RangeSummarizer`),
 and plan those reads with sequential scans off (`flush_index_reads`): on a table that has never
 been analysed, as where autovacuum is off, the planner estimates a few flushes as a large share
 of the table and scans all of it, summarised or not.
@@ -18,6 +18,7 @@ of the table and scans all of it, summarised or not.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Sequence
 
 from sqlalchemy.exc import DBAPIError
@@ -35,30 +36,56 @@ TIME_INDEXES = (
     "ix_service_check_results_observed",
     "ix_device_updates_observed",
 )
-# PostgreSQL's lock_not_available: another session holds the table's summarisation lock.
+# PostgreSQL's lock_not_available (another session holds the table's summarisation lock) and
+# insufficient_privilege (only an index's owner may summarise it).
 _LOCK_NOT_AVAILABLE = "55P03"
+_INSUFFICIENT_PRIVILEGE = "42501"
+
+log = logging.getLogger(__name__)
 
 
-async def summarize_new_ranges(db: Database, indexes: Sequence[str]) -> int | None:
-    """Summarise the page ranges these BRIN indexes do not cover yet; returns how many.
+class RangeSummarizer:
+    """Summarises the page ranges of BRIN indexes that are not covered yet, on PostgreSQL.
 
-    Costs one pass over the pages written since the last summarisation. Summarising takes a
-    lock that concurrent summarisers (another stage, another replica, VACUUM) also take: this
-    one does not queue behind them but returns None, as their pass covers the same pages.
-    Nothing to do on SQLite, whose flush index is a B-tree.
+    Each call costs one pass over the pages written since the last summarisation, by anyone.
     """
-    if not db.is_postgres or not indexes:
-        return 0
-    calls = ", ".join(f"brin_summarize_new_values('{index}'::regclass)" for index in indexes)
-    try:
-        async with db.begin() as conn:
-            await conn.exec_driver_sql("SET LOCAL lock_timeout = '20ms'")
-            row = (await conn.exec_driver_sql(f"SELECT {calls}")).one()
-    except DBAPIError as exc:
-        if getattr(exc.orig, "sqlstate", None) == _LOCK_NOT_AVAILABLE:
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._permitted = True
+
+    async def catch_up(self, indexes: Sequence[str]) -> int | None:
+        """Summarise what these indexes do not cover yet; returns how many ranges.
+
+        Summarising takes a lock that concurrent summarisers (another stage, another replica,
+        VACUUM) also take: this call does not queue behind them but returns None, as their pass
+        covers the same pages. Only the indexes' owner may summarise them: a role that is not
+        (migrations run by another role) is told so once in the log, and reads then cost what
+        they cost before. Nothing to do on SQLite, whose flush index is a B-tree.
+        """
+        if not self._db.is_postgres or not indexes:
+            return 0
+        if not self._permitted:
             return None
-        raise
-    return sum(int(count) for count in row)
+        calls = ", ".join(f"brin_summarize_new_values('{index}'::regclass)" for index in indexes)
+        try:
+            async with self._db.begin() as conn:
+                await conn.exec_driver_sql("SET LOCAL lock_timeout = '20ms'")
+                row = (await conn.exec_driver_sql(f"SELECT {calls}")).one()
+        except DBAPIError as exc:
+            state = getattr(exc.orig, "sqlstate", None)
+            if state == _LOCK_NOT_AVAILABLE:
+                return None
+            if state == _INSUFFICIENT_PRIVILEGE:
+                self._permitted = False
+                log.warning(
+                    "cannot summarise the raw tables' BRIN indexes (%s): reads of new flushes will scan"
+                    " every page written since the last VACUUM; run the core as the owner of its tables",
+                    exc.orig,
+                )
+                return None
+            raise
+        return sum(int(count) for count in row)
 
 
 @contextlib.asynccontextmanager
