@@ -121,48 +121,43 @@ def _projector(db: Database) -> Projector:
     return Projector(db, ProcessingPolicy(), lambda: datetime.now(UTC), "replica-1", lambda: 1)
 
 
-async def test_a_projection_round_reads_the_new_flushes_not_the_table(fresh_database: str) -> None:
-    url = fresh_database
+async def _pages_of_a_round_after_history(
+    url: str, identify: bool, drain: Callable[[Database], Awaitable[int]]
+) -> None:
+    """The stage (`drain`) handles a history of flushes, then two new ones reading few pages."""
     await _migrated(url)
-    _commit_flushes(url, 1, HISTORY_FLUSHES, identify=False)
-    handled, _, _ = await _pages_read(url, lambda db: _projector(db).drain())
+    _commit_flushes(url, 1, HISTORY_FLUSHES, identify=identify)
+    handled, _, _ = await _pages_read(url, drain)
     assert handled == HISTORY_FLUSHES
 
-    _commit_flushes(url, HISTORY_FLUSHES + 1, 2, identify=False)
-    handled, pages, table_pages = await _pages_read(url, lambda db: _projector(db).drain())
+    _commit_flushes(url, HISTORY_FLUSHES + 1, 2, identify=identify)
+    handled, pages, table_pages = await _pages_read(url, drain)
 
     assert handled == 2
     assert table_pages > 7_000, table_pages
     # Two flushes fill about 200 pages; summarising their ranges reads them once more.
     assert pages < table_pages / 10, (pages, table_pages)
-    with psycopg.connect(_plain(url)) as conn:
+
+
+async def test_a_projection_round_reads_the_new_flushes_not_the_table(fresh_database: str) -> None:
+    await _pages_of_a_round_after_history(fresh_database, False, lambda db: _projector(db).drain())
+
+    with psycopg.connect(_plain(fresh_database)) as conn:
         row = conn.execute("SELECT count(*), bool_and(projected) FROM ingest_flushes").fetchone()
         assert row == (HISTORY_FLUSHES + 2, True)
-        row = conn.execute("SELECT count(*) FROM host_latest").fetchone()
-        assert row == (HOSTS,)
+        assert conn.execute("SELECT count(*) FROM host_latest").fetchone() == (HOSTS,)
 
 
 async def test_an_identity_round_reading_back_reads_the_new_flushes_not_the_table(
     fresh_database: str,
 ) -> None:
-    url = fresh_database
-    await _migrated(url)
-    _commit_flushes(url, 1, HISTORY_FLUSHES, identify=True)
-
-    def stage(db: Database) -> IdentityStage:
+    def drain(db: Database) -> Awaitable[int]:
         # Never notified by a writer: every flush is read back from the store.
-        return IdentityStage(db, lambda: datetime.now(UTC), "replica-1")
+        return IdentityStage(db, lambda: datetime.now(UTC), "replica-1").drain()
 
-    resolved, _, _ = await _pages_read(url, lambda db: stage(db).drain())
-    assert resolved == HISTORY_FLUSHES
+    await _pages_of_a_round_after_history(fresh_database, True, drain)
 
-    _commit_flushes(url, HISTORY_FLUSHES + 1, 2, identify=True)
-    resolved, pages, table_pages = await _pages_read(url, lambda db: stage(db).drain())
-
-    assert resolved == 2
-    assert table_pages > 7_000, table_pages
-    assert pages < table_pages / 10, (pages, table_pages)
-    with psycopg.connect(_plain(url)) as conn:
+    with psycopg.connect(_plain(fresh_database)) as conn:
         assert conn.execute("SELECT count(*) FROM identity_pending").fetchone() == (0,)
         assert conn.execute("SELECT count(*) FROM devices").fetchone() == (HOSTS,)
 
