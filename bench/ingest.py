@@ -9,6 +9,11 @@ In one run, on the same generated data:
       and (b') the same COPY with each chunk parsed and turned into rows as it goes (the
       least any server must do per result, with none of the bookkeeping: no ledger, acks,
       credits, processing or identity);
+  (d) the CPU every sweep result costs at the least: (b')'s own CPU per result (parsing and
+      COPY formatting in Python) plus PostgreSQL's for the two writes every result needs (binary
+      COPY into the raw table, then the latest-state projection's upsert into host_latest, read
+      from its backend's CPU time); hence the most a server doing only that could sustain on
+      this machine's cores, with the database on them, and the highest (c)/(b) that allows;
   (c) end to end through `srcore serve` into PostgreSQL and into SQLite,
       with 1, 10 and 100 concurrent streams at 500 and 2,000 results per chunk.
 The load generator is another process that assembles chunks from pre-serialised payloads.
@@ -38,14 +43,16 @@ from typing import Any
 
 import psycopg
 
-from bench.common import free_port, peak_rss_mib, reset_peak_rss, start_core
+from bench.common import cpu_seconds, free_port, peak_rss_mib, reset_peak_rss, start_core
 from bench.ingest_client import payloads
 from serviceradar.edge.v1 import results_pb2 as rpb
 from srcore.domain.ingest import ResultKind
 from srcore.ingest.rows import ChunkOrigin, Tally, sweep_rows
 from srcore.security.pki import ensure_dev_pki
 from srcore.store.database import Database
+from srcore.store.flush_reads import FLUSH_INDEXES
 from srcore.store.ingest import COPY_TYPES, TABLES
+from srcore.store.processing import host_projection
 
 
 def run_client(address: str, pki: Path, streams: int, per_chunk: int, results: int) -> dict[str, float]:
@@ -111,10 +118,13 @@ def copy_rows(per_chunk: int) -> list[tuple[Any, ...]]:
     return rows
 
 
-async def copy_rate(url: str, total: int, next_rows: Callable[[int], list[tuple[Any, ...]]]) -> float:
+async def copy_rate(
+    url: str, total: int, next_rows: Callable[[int], list[tuple[Any, ...]]]
+) -> tuple[float, float]:
     """Rows per second of binary COPY into sweep_host_results, from Python, until `total`.
 
-    Each transaction writes `next_rows(rows written so far)`, timed with the COPY.
+    Each transaction writes `next_rows(rows written so far)`, timed with the COPY. Also returns
+    this process's CPU per row in µs: making the rows, formatting and sending them.
     """
     db = Database(url)
     await db.migrate()
@@ -124,6 +134,7 @@ async def copy_rate(url: str, total: int, next_rows: Callable[[int], list[tuple[
     written = 0
     async with await psycopg.AsyncConnection.connect(url) as conn:
         started = time.perf_counter()
+        cpu = time.process_time()
         while written < total:
             rows = next_rows(written)
             async with conn.cursor() as cursor, cursor.copy(statement) as copy:
@@ -133,16 +144,19 @@ async def copy_rate(url: str, total: int, next_rows: Callable[[int], list[tuple[
             await conn.commit()
             written += len(rows)
         elapsed = time.perf_counter() - started
-    return written / elapsed
+        cpu = time.process_time() - cpu
+    return written / elapsed, cpu * 1e6 / written
 
 
-async def raw_copy(url: str, total: int) -> float:
+async def raw_copy(url: str, total: int) -> tuple[float, float]:
     """(b): COPY of rows built beforehand, the pool's 32,000 rows per transaction."""
     rows = copy_rows(500)
     return await copy_rate(url, total, lambda _: rows)
 
 
-async def raw_copy_from_chunks(url: str, total: int, per_chunk: int = 500, flush: int = 5000) -> float:
+async def raw_copy_from_chunks(
+    url: str, total: int, per_chunk: int = 500, flush: int = 5000
+) -> tuple[float, float]:
     """(b'): each transaction's `flush` results parsed from serialised chunks into rows first.
 
     Uses the server's row-building code and commits every `flush` results, as the writer does.
@@ -160,6 +174,56 @@ async def raw_copy_from_chunks(url: str, total: int, per_chunk: int = 500, flush
         return rows
 
     return await copy_rate(url, total, parsed)
+
+
+async def postgres_floor(url: str, sweeps: int = 4, flush: int = 5000) -> tuple[float, float]:
+    """(d): PostgreSQL CPU per result of the raw COPY and of the host_latest projection, in µs.
+
+    The pool's hosts are swept `sweeps` times, `flush` results per transaction as the writer
+    commits them. Each flush is COPYed, then projected as the projector does it: new BRIN ranges
+    summarised, sequential scans off, the projector's own upsert. The first sweep inserts into
+    host_latest; the figures are the later sweeps', which update it as a fleet's repeat sweeps
+    do. CPU is read from the backend process, so neither Python nor the client counts.
+    """
+    db = Database(url)
+    await db.migrate()
+    await db.dispose()
+    table, columns = TABLES[ResultKind.SWEEP_HOSTS]
+    statement = f"COPY {table} ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)"
+    pool = payloads(500)
+    per_flush = flush // 500
+    copy_cpu = projection_cpu = 0.0
+    counted = 0
+    flush_id = 0
+    async with await psycopg.AsyncConnection.connect(url) as conn:
+        found = await (await conn.execute("SELECT pg_backend_pid()")).fetchone()
+        assert found is not None
+        backend = int(found[0])
+        for sweep in range(sweeps):
+            observed = datetime.now(UTC)
+            for first in range(0, len(pool) - per_flush + 1, per_flush):
+                flush_id += 1
+                rows: list[tuple[Any, ...]] = []
+                for index in range(first, first + per_flush):
+                    origin = ChunkOrigin("default", "bench", "demo", "", f"sweep-{sweep}", index, flush_id)
+                    results = rpb.SweepHostResults.FromString(pool[index]).results
+                    sweep_rows(results, origin, observed, observed, lambda d: d, rows, Tally())
+                started = cpu_seconds(backend)
+                async with conn.cursor() as cursor, cursor.copy(statement) as copy:
+                    copy.set_types(COPY_TYPES[ResultKind.SWEEP_HOSTS])
+                    for row in rows:
+                        await copy.write_row(row)
+                await conn.commit()
+                copied = cpu_seconds(backend)
+                await conn.execute("SELECT brin_summarize_new_values(%s::regclass)", (FLUSH_INDEXES[0],))
+                await conn.execute("SET LOCAL enable_seqscan = off")
+                await conn.execute(host_projection("postgresql", 64, [flush_id]).encode())
+                await conn.commit()
+                if sweep:
+                    copy_cpu += copied - started
+                    projection_cpu += cpu_seconds(backend) - copied
+                    counted += len(rows)
+    return copy_cpu * 1e6 / counted, projection_cpu * 1e6 / counted
 
 
 def create_database(admin_url: str) -> str:
@@ -211,13 +275,26 @@ def main() -> None:
 
         url = create_database(args.postgres)
         try:
-            copy_rate = asyncio.run(raw_copy(url, max(args.results, 500_000)))
-            parsed_rate = asyncio.run(raw_copy_from_chunks(url, max(args.results, 500_000)))
+            copy_rate, _ = asyncio.run(raw_copy(url, max(args.results, 500_000)))
+            parsed_rate, python_us = asyncio.run(raw_copy_from_chunks(url, max(args.results, 500_000)))
+        finally:
+            drop_database(args.postgres, url)
+        url = create_database(args.postgres)
+        try:
+            copy_us, projection_us = asyncio.run(postgres_floor(url))
         finally:
             drop_database(args.postgres, url)
         print(f"{'(b) raw PostgreSQL binary COPY from Python':<42} {copy_rate:>10,.0f} rows/s")
         label = "(b') the same, parsing chunks into rows"
-        print(f"{label:<42} {parsed_rate:>10,.0f} results/s\n")
+        print(f"{label:<42} {parsed_rate:>10,.0f} results/s")
+        cores = os.cpu_count() or 1
+        database = cores * 1e6 / (copy_us + projection_us)
+        ceiling = cores * 1e6 / (python_us + copy_us + projection_us)
+        print(f"(d) CPU per result: parsing into rows and COPY formatting in Python {python_us:.2f} us "
+              f"(from (b')), PostgreSQL's COPY {copy_us:.2f} us and latest-state projection "
+              f"{projection_us:.2f} us;\n    on {cores} cores PostgreSQL's part alone allows at most "
+              f"{database:,.0f} results/s, (c)/(b) <= {database / copy_rate:.2f}; with the parsing, "
+              f"{ceiling:,.0f} results/s, (c)/(b) <= {ceiling / copy_rate:.2f}\n")  # fmt: skip
 
         for store in args.stores.split(","):
             env: dict[str, str] = {}
