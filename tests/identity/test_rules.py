@@ -232,23 +232,27 @@ def test_the_identity_cache_expires_and_evicts_the_least_recently_used() -> None
 
 
 @pytest.mark.parametrize(
-    ("seconds", "ip", "mac", "available", "hostname"),
+    ("seconds", "ip", "known", "mac", "available", "hostname"),
     [
-        (10, "10.0.0.5", UNIVERSAL, True, "host-0"),  # nothing changed, last_seen moved a little
-        (90, "10.0.0.5", UNIVERSAL, True, "host-0"),  # last_seen moved past the resolution
-        (10, "10.0.0.5", UNIVERSAL, False, "host-0"),  # went down
-        (10, "10.0.0.5", UNIVERSAL, True, ""),  # no host name: the known one stays
-        (10, "10.0.0.5", RANDOM, True, "other"),  # a random MAC never displaces the universal one
-        (-60, "10.0.0.5", UNIVERSAL, False, "old"),  # older than last_seen: attributes stay
+        (10, "10.0.0.5", UNIVERSAL, UNIVERSAL, True, "host-0"),  # nothing changed, last_seen moved a little
+        (90, "10.0.0.5", UNIVERSAL, UNIVERSAL, True, "host-0"),  # last_seen moved past the resolution
+        (10, "10.0.0.5", UNIVERSAL, UNIVERSAL, False, "host-0"),  # went down
+        (10, "10.0.0.5", UNIVERSAL, UNIVERSAL, True, ""),  # no host name: the known one stays
+        (10, "10.0.0.5", UNIVERSAL, RANDOM, True, "other"),  # a random MAC never displaces the universal one
+        (-60, "10.0.0.5", UNIVERSAL, UNIVERSAL, False, "old"),  # older than last_seen: attributes stay
+        (10, "10.0.0.5", RANDOM, RANDOM, True, "host-0"),  # known by its random MAC, which it reports again
+        (90, "10.0.0.5", RANDOM, RANDOM, False, "host-0"),
+        (10, "10.0.0.5", RANDOM, UNIVERSAL, True, "host-0"),  # a universal MAC replaces the random one
+        (10, "10.0.0.5", "", "", True, "host-0"),  # no MAC known or reported
     ],
 )
 def test_the_fast_fold_of_a_known_sweep_result_is_what_the_rules_decide(
-    seconds: int, ip: str, mac: str, available: bool, hostname: str
+    seconds: int, ip: str, known: str, mac: str, available: bool, hostname: str
 ) -> None:
     minute = timedelta(seconds=60)
     ruled, folded = World(), World()
     for n in (1, 3):
-        seen = obs(n, ip="10.0.0.5", mac=UNIVERSAL)
+        seen = obs(n, ip="10.0.0.5", mac=known)
         seen.hostname = "host-0"
         (by_rules,) = ruled.resolve(seen)
         (by_fold,) = folded.resolve(seen)

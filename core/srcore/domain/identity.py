@@ -479,7 +479,8 @@ def fold_known_sweep(
         write = True
     if observed_at < device.last_seen:
         return write
-    new_mac = mac_after(device.mac, mac)
+    # mac_after keeps an unchanged MAC whatever its class; repeat sweeps take this branch.
+    new_mac = mac if mac == device.mac else mac_after(device.mac, mac)
     new_ip = ip or device.ip
     new_hostname = hostname or device.hostname
     if (
