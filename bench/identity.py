@@ -8,7 +8,10 @@ In one run, on the same generated data (bench/ingest_client.py's payload pool):
       identified (resolved to devices), hence results/s end to end and the ratio (b)/(a);
   (c) a repeat sweep on a fresh core: the same 64,000 hosts (about a /16) swept twice; for
       each sweep, the share of results resolved by the fast path (every identifier cached,
-      naming one live device) and the identity cache hit rate, from the core's /metrics.
+      naming one live device) and the identity cache hit rate, from the core's /metrics;
+      beside it the same second sweep with identity off, and with every device's last_seen due
+      (`identity_last_seen_resolution` 0: what sweeps a minute or more apart cost with the
+      default, where each repeat sweep moves every device's last_seen).
 The load average is printed before and after: on a shared machine it moves the figures a lot.
 Each scenario runs `srcore serve` on its own fresh PostgreSQL database.
 """
@@ -91,7 +94,9 @@ def counters(metrics_port: int) -> dict[str, float]:
 class Core:
     """A core on a fresh database, for one scenario."""
 
-    def __init__(self, work: Path, pki: Path, admin_url: str, name: str, identity: bool) -> None:
+    def __init__(
+        self, work: Path, pki: Path, admin_url: str, name: str, identity: bool, **settings: str
+    ) -> None:
         self.url = create_database(admin_url)
         self.identity = identity
         self.admin_url = admin_url
@@ -101,6 +106,7 @@ class Core:
         self.port = free_port()
         self.metrics_port = free_port()
         env = {"SRCORE_DATABASE_URL": self.url, "SRCORE_IDENTITY_ENABLED": "true" if identity else "false"}
+        env.update({f"SRCORE_{name.upper()}": value for name, value in settings.items()})
         self.process = start_core(self.data, self.port, env, self.metrics_port)
 
     def push(self, streams: int, per_chunk: int, results: int) -> dict[str, float]:
@@ -186,6 +192,19 @@ def main() -> None:
                       f"PostgreSQL {result['pg_us']:.1f} us")  # fmt: skip
         finally:
             core.close()
+        for label, identity, settings in (
+            ("identity off", False, {}),
+            ("every last_seen due", True, {"identity_last_seen_resolution": "0"}),
+        ):
+            core = Core(work, pki, args.postgres, f"repeat-{identity}-{len(settings)}", identity, **settings)
+            try:
+                core.push(1, 1000, sweep_hosts)
+                result = core.push(1, 1000, sweep_hosts)
+            finally:
+                core.close()
+            print(f"(c) repeat sweep 2, {label + ':':<20} {result['end_to_end']:,.0f} results/s acked"
+                  f"{' + identified' if identity else ''}; CPU per result: core {result['cpu_us']:.1f} us, "
+                  f"PostgreSQL {result['pg_us']:.1f} us")  # fmt: skip
         print(f"\nload average after: {load()}")
     finally:
         shutil.rmtree(work, ignore_errors=True)

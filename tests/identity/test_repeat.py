@@ -6,10 +6,14 @@ overwrite a newer one."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import sqlalchemy as sa
 
 from serviceradar.admin.v1 import device_service_pb2 as dpb
 from serviceradar.edge.v1 import results_pb2 as rpb
-from tests.helpers.core import RunningCore
+from srcore.store.device_tables import devices
+from tests.helpers.core import RunningCore, running_core
 from tests.identity.support import devices_stub, list_devices, push
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -60,11 +64,32 @@ async def test_an_unchanged_repeat_sweep_writes_no_device_rows(core: RunningCore
     assert changed["10.4.0.3"].last_seen.ToDatetime(UTC) == T0 + timedelta(seconds=20)
     assert changed["10.4.0.4"] == first["10.4.0.4"]
 
-    # Past the resolution (60 s by default) every device's last_seen moves.
+    # Past the resolution (60 s by default) every device's last_seen moves, and nothing else.
+    writes = stage.device_writes
     await push(core, "dc1", sweep=sweep(T0 + timedelta(seconds=90), down=frozenset({3})))
+    assert stage.device_writes == writes + 20
     later = by_ip(await list_devices(core))
     assert {d.last_seen.ToDatetime(UTC) for d in later.values()} == {T0 + timedelta(seconds=90)}
-    assert {d.device_id for d in later.values()} == {d.device_id for d in first.values()}
+    for ip, device in later.items():
+        device.last_seen.CopyFrom(changed[ip].last_seen)
+    assert later == changed
+
+
+async def test_a_last_seen_moved_further_elsewhere_is_never_moved_back(core: RunningCore) -> None:
+    await push(core, "dc1", sweep=sweep(T0))
+    first = by_ip(await list_devices(core))
+    # Another replica resolved a later probe of host 1 meanwhile; this one's cache does not know.
+    elsewhere = T0 + timedelta(minutes=10)
+    async with core.app.db.begin() as conn:
+        await conn.execute(
+            sa.update(devices)
+            .where(devices.c.device_id == first["10.4.0.1"].device_id)
+            .values(last_seen=elsewhere)
+        )
+    await push(core, "dc1", sweep=sweep(T0 + timedelta(seconds=90)))
+    later = by_ip(await list_devices(core))
+    assert later["10.4.0.1"].last_seen.ToDatetime(UTC) == elsewhere
+    assert later["10.4.0.2"].last_seen.ToDatetime(UTC) == T0 + timedelta(seconds=90)
 
 
 async def test_an_older_observation_never_overwrites_a_newer_one(core: RunningCore) -> None:
@@ -106,3 +131,29 @@ async def test_a_repeat_sweep_with_a_new_identifier_follows_the_rules(core: Runn
     macs = {d.mac: d for d in await list_devices(core)}
     assert set(macs) == {"00:1c:00:00:00:07", "00:1c:00:00:00:77"}
     assert macs["00:1c:00:00:00:07"].device_id == anonymous.device_id
+
+
+async def test_moving_last_seen_keeps_each_device_row_in_its_page_on_postgres(
+    tmp_path: Path, fresh_database: str
+) -> None:
+    # A row updated where it is (HOT) adds no index entry: the write a repeat sweep makes of
+    # every device it sees stays cheap. A full page would send each new row version elsewhere.
+    hosts = [host(n, T0, mac=f"00:1c:00:00:{n >> 8:02x}:{n & 255:02x}") for n in range(1, 401)]
+    for n, result in enumerate(hosts, start=1):
+        result.ip = f"10.5.{n >> 8}.{n & 255}"
+    async with running_core(tmp_path / "data", database_url=fresh_database) as core:
+        await push(core, "dc1", sweep=hosts)
+        pages = await _device_pages(core)
+        assert len(pages) == 400
+        for result in hosts:
+            result.observed_at.FromDatetime(T0 + timedelta(minutes=5))
+        await push(core, "dc1", sweep=hosts)
+        assert {d.last_seen.ToDatetime(UTC) for d in await list_devices(core)} == {T0 + timedelta(minutes=5)}
+        assert await _device_pages(core) == pages
+
+
+async def _device_pages(core: RunningCore) -> dict[str, int]:
+    """The heap page holding each device's current row, by device id."""
+    async with core.app.db.begin() as conn:
+        rows = await conn.execute(sa.text("SELECT device_id, (ctid::text::point)[0]::int FROM devices"))
+        return {device_id: page for device_id, page in rows}

@@ -14,6 +14,7 @@ from srcore.domain.identity import (
     IdentityResolver,
     IdentityView,
     Observation,
+    Write,
     canonical_id,
     device_state,
     fold_known_sweep,
@@ -207,16 +208,20 @@ def test_a_device_is_rewritten_only_when_it_changed_or_last_seen_moved_enough() 
     (device,) = world.resolve(obs(0, ip="10.0.0.5", mac=UNIVERSAL))
     stored = (device_state(device), device.last_seen)
     minute = timedelta(seconds=60)
-    assert needs_write(device, None, minute)  # new
+    assert needs_write(device, None, minute) is Write.DEVICE  # new
     later = obs(0, ip="10.0.0.5", mac=UNIVERSAL)
     later.observed_at = T0 + timedelta(seconds=30)
     (same,) = world.resolve(later)
-    assert not needs_write(same, stored, minute)  # only last_seen, by less than the resolution
+    # Only last_seen moved, by less than the resolution: nothing is written.
+    assert needs_write(same, stored, minute) is Write.NOTHING
+    assert not needs_write(same, stored, minute)
     same.last_seen = T0 + timedelta(seconds=60)
-    assert needs_write(same, stored, minute)
+    assert needs_write(same, stored, minute) is Write.LAST_SEEN  # that column alone
     same.last_seen = T0 + timedelta(seconds=1)
     same.available = False
-    assert needs_write(same, stored, minute)  # availability changed
+    assert needs_write(same, stored, minute) is Write.DEVICE  # availability changed
+    same.last_seen = T0 + timedelta(seconds=90)
+    assert needs_write(same, stored, minute) is Write.DEVICE  # and last_seen too: the whole row
 
 
 def test_the_identity_cache_expires_and_evicts_the_least_recently_used() -> None:

@@ -25,6 +25,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from enum import Enum
 
 from srcore.domain.errors import InvalidArgument
 
@@ -177,9 +178,14 @@ class Link:
 
 @dataclass(slots=True)
 class Resolution:
-    """What resolving a batch changed: devices to upsert, new or moved links, merges."""
+    """What resolving a batch changed: devices to upsert, new or moved links, merges.
+
+    `seen` holds devices whose only change is a later last_seen: their rows are otherwise what
+    the store holds, so that one column is all that is written (a repeat sweep's usual write).
+    """
 
     devices: dict[tuple[str, str], Device] = field(default_factory=dict)
+    seen: dict[tuple[str, str], Device] = field(default_factory=dict)
     links: dict[tuple[str, IdentifierKey], str] = field(default_factory=dict)
     merges: list[Merge] = field(default_factory=list)
     created: int = 0
@@ -443,17 +449,30 @@ def device_state(device: Device) -> DeviceState:
     )  # fmt: skip
 
 
-def needs_write(device: Device, stored: tuple[DeviceState, datetime] | None, resolution: timedelta) -> bool:
-    """Whether a resolved device must be written back, given its stored state and last_seen.
+class Write(Enum):
+    """What a resolved device needs written back."""
+
+    NOTHING = "nothing"
+    LAST_SEEN = "last_seen"
+    DEVICE = "device"
+
+    def __bool__(self) -> bool:
+        return self is not Write.NOTHING
+
+
+def needs_write(device: Device, stored: tuple[DeviceState, datetime] | None, resolution: timedelta) -> Write:
+    """What of a resolved device must be written back, given its stored state and last_seen.
 
     New devices and changed ones are written; a device whose only change is `last_seen` is
     written once that moved by `resolution` or more, so a repeat sweep does not rewrite every
-    device it sees (writes are what a store pays for most).
+    device it sees (writes are what a store pays for most), and then only that column.
     """
     if stored is None:
-        return True
+        return Write.DEVICE
     state, last_seen = stored
-    return device_state(device) != state or device.last_seen - last_seen >= resolution
+    if device_state(device) != state:
+        return Write.DEVICE
+    return Write.LAST_SEEN if device.last_seen - last_seen >= resolution else Write.NOTHING
 
 
 def fold_known_sweep(
@@ -465,18 +484,18 @@ def fold_known_sweep(
     available: bool,
     observed_at: datetime,
     resolution: timedelta,
-) -> bool:
-    """Fold a sweep result whose every identifier names live `device`; True when it must be written.
+) -> Write:
+    """Fold a sweep result whose every identifier names live `device`; returns what to write.
 
     What `IdentityResolver.observe` then `needs_write` decide for such a result, without
     building an Observation or comparing whole device states: attributes and last_seen move
     only when an attribute changed or last_seen moved by `resolution` or more (otherwise the
     device is left exactly as stored). The caller makes sure `observed_at >= device.first_seen`.
     """
-    write = False
+    write = Write.NOTHING
     if SWEEP_SOURCE not in device.sources:
         device.sources = sorted({*device.sources, SWEEP_SOURCE})
-        write = True
+        write = Write.DEVICE
     if observed_at < device.last_seen:
         return write
     # mac_after keeps an unchanged MAC whatever its class; repeat sweeps take this branch.
@@ -490,7 +509,6 @@ def fold_known_sweep(
         or new_ip != device.ip
         or new_mac != device.mac
         or new_hostname != device.hostname
-        or observed_at - device.last_seen >= resolution
     ):
         device.partition = partition
         device.available = available
@@ -498,8 +516,11 @@ def fold_known_sweep(
         device.mac = new_mac
         device.hostname = new_hostname
         device.last_seen = observed_at
-        return True
-    return False
+        return Write.DEVICE
+    if observed_at - device.last_seen >= resolution:
+        device.last_seen = observed_at
+        return Write.LAST_SEEN
+    return Write.NOTHING
 
 
 def evidence_text(evidence: Iterable[IdentifierKey]) -> str:

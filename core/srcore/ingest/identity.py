@@ -41,6 +41,7 @@ from srcore.domain.identity import (
     IdentityView,
     Observation,
     Resolution,
+    Write,
     device_state,
     fold_known_sweep,
     identifiers,
@@ -216,8 +217,10 @@ class _FastPath:
         self._latest: dict[DeviceKey, SweepRow] = {}
         self._devices: dict[DeviceKey, Device] = {}
         self._updates: list[tuple[Device, Observation]] = []
-        # Devices the fast path changed, to write; observations it resolved; cache hits.
+        # Devices the fast path changed and those whose last_seen alone moved, to write;
+        # observations it resolved; cache hits.
         self.written: dict[DeviceKey, Device] = {}
+        self.seen: dict[DeviceKey, Device] = {}
         self.resolved = 0
         self.hits = 0
 
@@ -325,7 +328,8 @@ class _FastPath:
 
         A device the rules also touched (or reloaded) takes its observations through the
         resolver, so the round decides whether to write it once; the others are folded in
-        place and collected in `written` when they must be written.
+        place and collected in `written` when they changed, in `seen` when only their last_seen
+        must be written.
         """
         view = resolver.view
         through_rules: set[DeviceKey] = set()
@@ -345,8 +349,12 @@ class _FastPath:
             current = view.devices.get(key, device)
             if key in touched or key in through_rules or current is not device:
                 observe(key, current, _sweep_observation(row))
-            elif fold_known_sweep(device, *row[1:], self._resolution):
-                self.written[key] = device
+            else:
+                write = fold_known_sweep(device, *row[1:], self._resolution)
+                if write is Write.LAST_SEEN:
+                    self.seen[key] = device
+                elif write:
+                    self.written[key] = device
 
 
 class IdentityStage(RoundLoop):
@@ -519,8 +527,9 @@ class IdentityStage(RoundLoop):
                     observations.sort(key=lambda o: o.observed_at)
                     resolution = resolver.resolve_all(observations)
                     fast.apply(resolver, stored)
-                    self._skip_unchanged(resolution, stored)
+                    self._sort_writes(resolution, stored)
                     resolution.devices.update(fast.written)
+                    resolution.seen.update(fast.seen)
                 await write_resolution(conn, resolution, self._clock(), self.replica_id)
                 await mark_identified(conn, flush_ids)
         except BaseException:
@@ -539,7 +548,7 @@ class IdentityStage(RoundLoop):
         for loaded, device in view.devices.items():
             self.devices.put(loaded, device, now)
         self.known += fast.resolved
-        self.device_writes += len(resolution.devices)
+        self.device_writes += len(resolution.devices) + len(resolution.seen)
         return len(flush_ids)
 
     async def _load_for(
@@ -571,21 +580,25 @@ class IdentityStage(RoundLoop):
             await self._load(conn, tenant, wanted, view, stored)
         return row_keys
 
-    def _skip_unchanged(
+    def _sort_writes(
         self, resolution: Resolution, stored: dict[DeviceKey, tuple[DeviceState, datetime]]
     ) -> None:
-        """Drop devices from the write whose only change is a last_seen moved less than the resolution.
+        """Sort the rules' devices by what they need written; only changed ones stay in `devices`.
 
-        Their in-memory last_seen goes back to the stored one, so the cache says what the store says.
+        A device whose only change is a last_seen moved less than the resolution is not written:
+        its in-memory last_seen goes back to the stored one, so the cache says what the store
+        says. One whose last_seen alone moved further goes to `seen`.
         """
         resolution_td = timedelta(seconds=self._last_seen_resolution)
-        unchanged = [
-            key
+        writes = {
+            key: needs_write(device, stored.get(key), resolution_td)
             for key, device in resolution.devices.items()
-            if not needs_write(device, stored.get(key), resolution_td)
-        ]
-        for key in unchanged:
-            resolution.devices.pop(key).last_seen = stored[key][1]
+        }
+        for key, write in writes.items():
+            if write is Write.NOTHING:
+                resolution.devices.pop(key).last_seen = stored[key][1]
+            elif write is Write.LAST_SEEN:
+                resolution.seen[key] = resolution.devices.pop(key)
 
     async def _load(
         self,

@@ -2,17 +2,20 @@
 
 Resolution reads and writes whole batches: one query per table for lookups (`= ANY(array)` on
 PostgreSQL, chunked IN lists on SQLite) and bulk upserts (COPY into a temporary table, then
-one INSERT ... SELECT ... ON CONFLICT on PostgreSQL; one executemany on SQLite).
+one INSERT ... SELECT ... ON CONFLICT on PostgreSQL; one executemany on SQLite). Devices whose
+last_seen alone moved, a repeat sweep's usual write, get that one column updated the same way.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import psycopg
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -77,6 +80,18 @@ ON CONFLICT (tenant, device_id) DO UPDATE SET
   merged_into = COALESCE(devices.merged_into, excluded.merged_into),
   external_ids = excluded.external_ids, sources = excluded.sources
 """
+_SEEN_COLUMNS = ("tenant", "device_id", "last_seen")
+_TEMP_SEEN = """
+CREATE TEMPORARY TABLE IF NOT EXISTS srcore_identity_seen (
+  tenant text, device_id text, last_seen timestamptz
+) ON COMMIT DELETE ROWS
+"""
+# last_seen only ever moves forward, whoever wrote it last (another replica, a later round).
+_LAST_SEEN_UPDATE = {
+    "postgresql": "UPDATE devices AS d SET last_seen = s.last_seen FROM srcore_identity_seen AS s"
+                  " WHERE d.tenant = s.tenant AND d.device_id = s.device_id AND s.last_seen > d.last_seen",
+    "sqlite": "UPDATE devices SET last_seen = ? WHERE tenant = ? AND device_id = ? AND last_seen < ?",
+}  # fmt: skip
 _IDENTIFIER_CONFLICT = """
 ON CONFLICT (tenant, kind, value, partition) DO UPDATE SET
   device_id = excluded.device_id, updated_at = excluded.updated_at
@@ -287,6 +302,31 @@ def _device_tuple(device: Device, encode: Any, sources_json: dict[tuple[str, ...
     )  # fmt: skip
 
 
+@contextlib.asynccontextmanager
+async def _staged(
+    conn: AsyncConnection,
+    temp: str,
+    temp_ddl: str,
+    columns: Sequence[str],
+    types: list[str],
+    rows: Iterable[tuple[Any, ...]],
+) -> AsyncIterator[psycopg.AsyncCursor[Any]]:
+    """A cursor in `conn`'s transaction once `rows` are COPYed into the temporary table `temp`.
+
+    Binary COPY formats rows in C; statement parameters (arrays included) are built in Python.
+    """
+    raw = await conn.get_raw_connection()
+    driver = raw.driver_connection
+    assert driver is not None
+    async with driver.cursor() as cursor:
+        await cursor.execute(temp_ddl)
+        async with cursor.copy(f"COPY {temp} ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(types)
+            for row in rows:
+                await copy.write_row(row)
+        yield cursor
+
+
 async def _bulk_upsert(
     conn: AsyncConnection,
     table: str,
@@ -300,15 +340,7 @@ async def _bulk_upsert(
 ) -> None:
     names = ", ".join(columns)
     if conn.dialect.name == "postgresql":
-        raw = await conn.get_raw_connection()
-        driver = raw.driver_connection
-        assert driver is not None
-        async with driver.cursor() as cursor:
-            await cursor.execute(temp_ddl)
-            async with cursor.copy(f"COPY {temp} ({names}) FROM STDIN (FORMAT BINARY)") as copy:
-                copy.set_types(types)
-                for row in rows:
-                    await copy.write_row(row)
+        async with _staged(conn, temp, temp_ddl, columns, types, rows) as cursor:
             selected = ", ".join(f"{c}::{casts[c]}" if c in casts else c for c in columns)
             # ORDER BY: concurrent upserts touch rows in the same order, so they cannot deadlock.
             await cursor.execute(
@@ -334,6 +366,8 @@ async def write_resolution(
             conn, "devices", "srcore_identity_devices", _TEMP_DEVICES, _DEVICE_COLUMNS, _DEVICE_COPY_TYPES,
             casts, _DEVICE_CONFLICT, rows,
         )  # fmt: skip
+    if resolution.seen:
+        await _write_last_seen(conn, list(resolution.seen.values()))
     if resolution.links:
         stamp = encode(now)
         links = sorted(
@@ -346,6 +380,19 @@ async def write_resolution(
         )  # fmt: skip
     if resolution.merges:
         await _write_merges(conn, resolution.merges, now, replica_id)
+
+
+async def _write_last_seen(conn: AsyncConnection, seen: Sequence[Device]) -> None:
+    """Move these devices' last_seen forward, and nothing else of their rows."""
+    statement = _LAST_SEEN_UPDATE[conn.dialect.name]
+    if conn.dialect.name == "postgresql":
+        rows = ((d.tenant, d.device_id, d.last_seen) for d in seen)
+        types = ["text", "text", "timestamptz"]
+        async with _staged(conn, "srcore_identity_seen", _TEMP_SEEN, _SEEN_COLUMNS, types, rows) as cursor:
+            await cursor.execute(statement)
+        return
+    stamps = [(sqlite_timestamp(d.last_seen), d) for d in seen]
+    await conn.exec_driver_sql(statement, [(stamp, d.tenant, d.device_id, stamp) for stamp, d in stamps])
 
 
 async def _write_merges(
