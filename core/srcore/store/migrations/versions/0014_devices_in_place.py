@@ -1,7 +1,7 @@
 """devices in place: repeat sweeps update device and latest-state rows without touching an index
 
 Revision ID: 0014_devices_in_place
-Revises: 0013_identity_queue (and after 0008_processing)
+Revises: 0013_identity_queue, 0008_processing
 Create Date: 2026-11-27 21:30:00.000000
 
 Sweeps a minute or more apart move the last_seen of every device they see, and every
@@ -27,9 +27,10 @@ from __future__ import annotations
 from alembic import op
 
 revision = "0014_devices_in_place"
-down_revision = "0013_identity_queue"
+# Both: host_latest and check_latest get their 30 % of free room in 0008.
+down_revision = ("0013_identity_queue", "0008_processing")
 branch_labels = None
-depends_on = "0008_processing"  # host_latest and check_latest get their 30 % there
+depends_on = None
 
 _TABLES = {"devices": None, "host_latest": 70, "check_latest": 70}
 
