@@ -8,6 +8,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 
 from serviceradar.admin.v1 import device_service_pb2 as dpb
@@ -157,3 +158,29 @@ async def _device_pages(core: RunningCore) -> dict[str, int]:
     async with core.app.db.begin() as conn:
         rows = await conn.execute(sa.text("SELECT device_id, (ctid::text::point)[0]::int FROM devices"))
         return {device_id: page for device_id, page in rows}
+
+
+@pytest.mark.parametrize("cache_size", [200_000, 2])
+async def test_a_result_seen_again_after_its_ip_moved_follows_the_rules(
+    tmp_path: Path, cache_size: int
+) -> None:
+    # Repeats of a result resolve from what the caches found the first time; once its IP moved
+    # to another device, that must no longer hold, also when the cache had to forget the IP's
+    # link in between (two entries: another host evicts it) and so cannot see it move.
+    first_mac, second_mac = "00:1c:00:00:09:01", "00:1c:00:00:09:02"
+    async with running_core(tmp_path / "data", identity_cache_size=cache_size) as core:
+        for seconds in (0, 5, 6):
+            await push(core, "dc1", sweep=[host(9, T0 + timedelta(seconds=seconds), mac=first_mac)])
+        await push(core, "dc1", sweep=[host(10, T0 + timedelta(seconds=8))])
+        await push(core, "dc1", sweep=[host(9, T0 + timedelta(seconds=10), mac=second_mac)])
+        assert [d.mac for d in await _devices_at(core, "10.4.0.9")] == [second_mac]
+        await push(core, "dc1", sweep=[host(9, T0 + timedelta(seconds=20), mac=first_mac)])
+        assert [d.mac for d in await _devices_at(core, "10.4.0.9")] == [first_mac]
+        assert len(await list_devices(core)) == 3
+
+
+async def _devices_at(core: RunningCore, ip: str) -> list[dpb.Device]:
+    """The devices LookupDevice names for `ip` in dc1."""
+    async with core.channel(core.creds.operator()) as channel:
+        found = await devices_stub(channel).LookupDevice(dpb.LookupDeviceRequest(ip=ip, partition="dc1"))
+    return list(found.devices)

@@ -125,6 +125,8 @@ class TtlCache(Generic[K, V]):
         self._ttl = ttl
         self.clock = clock
         self._entries: OrderedDict[K, tuple[float, V]] = OrderedDict()
+        # Entries dropped for room, ever: what was derived from them may no longer hold.
+        self.evictions = 0
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -150,6 +152,7 @@ class TtlCache(Generic[K, V]):
         if len(entries) > self._size:
             while len(entries) > self._size:
                 entries.popitem(last=False)
+                self.evictions += 1
 
     @property
     def entries(self) -> OrderedDict[K, tuple[float, V]]:
@@ -236,11 +239,29 @@ class _FastPath:
         entries = stage.links.entries
         entry_of = entries.get
         touch = entries.move_to_end
+        device_entries = stage.devices.entries
+        index = stage.sweep_index
+        indexed = index.get
+        if len(index) + len(sweeps) > stage.index_size:
+            index.clear()
         latest = self._latest
         devices = self._devices
         slow: list[SweepRow] = []
         hits = 0
         for row in sweeps:
+            held = indexed(row[:4])
+            if held is not None and held[0] >= now:
+                device = held[1]
+                if device.merged_into is not None or row[6] < device.first_seen:
+                    slow.append(row)
+                    continue
+                key = (row[0], device.device_id)
+                devices[key] = device
+                hits += held[2]
+                previous = latest.get(key)
+                if previous is None or row[6] >= previous[6]:
+                    latest[key] = row
+                continue
             tenant, partition, ip, mac, _, _, observed_at = row
             link_key = (tenant, (IP, ip, partition))
             entry = entry_of(link_key)
@@ -249,6 +270,7 @@ class _FastPath:
                 continue
             touch(link_key)
             device_id = entry[1]
+            expires = entry[0]
             looked = 1
             if mac:
                 kind = mac_class(mac)
@@ -260,17 +282,20 @@ class _FastPath:
                         slow.append(row)
                         continue
                     touch(link_key)
+                    expires = min(expires, entry[0])
             key = (tenant, device_id)
-            device = devices.get(key)
-            if device is None:
-                device = cached(key, now)
-                if device is None or device.merged_into is not None:
-                    slow.append(row)
-                    continue
-                devices[key] = device
+            held_device = device_entries.get(key)
+            if held_device is None or held_device[0] < now or held_device[1].merged_into is not None:
+                slow.append(row)
+                continue
+            device = held_device[1]
             if observed_at < device.first_seen:
                 slow.append(row)
                 continue
+            if key not in devices:
+                device_entries.move_to_end(key)
+                devices[key] = device
+            index[row[:4]] = (min(expires, held_device[0]), device, looked)
             hits += looked
             previous = latest.get(key)
             if previous is None or observed_at >= previous[6]:
@@ -282,11 +307,15 @@ class _FastPath:
             keys = (*strong, *weak, *recorded)
             named = {link((obs.tenant, key), now) for key in keys}
             if len(named) == 1 and None not in named:
-                device = cached((obs.tenant, named.pop() or ""), now)
-                if device is not None and device.merged_into is None and obs.observed_at >= device.first_seen:
+                named_device = cached((obs.tenant, named.pop() or ""), now)
+                if (
+                    named_device is not None
+                    and named_device.merged_into is None
+                    and obs.observed_at >= named_device.first_seen
+                ):
                     hits += len(keys)
                     resolved += 1
-                    self._updates.append((device, obs))
+                    self._updates.append((named_device, obs))
                     continue
             rest.append(obs)
         self.resolved = resolved
@@ -380,6 +409,15 @@ class IdentityStage(RoundLoop):
         self._last_seen_resolution = last_seen_resolution
         self.links: TtlCache[LinkKey, str] = TtlCache(cache_size, cache_ttl)
         self.devices: TtlCache[DeviceKey, Device] = TtlCache(cache_size, cache_ttl)
+        # What the fast path found for a sweep result's (tenant, partition, ip, mac) in the caches
+        # above: (expiry, device, identifiers looked up), so a repeat of that result is resolved
+        # with one lookup. Derived from the caches, it holds only while they do: an entry expires
+        # with the first of its cache entries, and the whole index is dropped whenever a cached
+        # link moves to another device, a cached device is replaced, a merge is written, a cache
+        # entry is evicted or a round fails.
+        self.sweep_index: dict[tuple[str, str, str, str], tuple[float, Device, int]] = {}
+        self.index_size = cache_size
+        self._evictions = 0
         self.hits = 0
         self.misses = 0
         # Observations resolved by the fast path; device rows written; flushes taken from memory.
@@ -536,20 +574,36 @@ class IdentityStage(RoundLoop):
             # Resolution mutates cached devices in place; after a rollback they may be wrong.
             self.devices.clear()
             self.links.clear()
+            self.sweep_index.clear()
             raise
         IDENTITY_MERGES.inc(len(resolution.merges))
         IDENTITY_OBSERVATIONS.inc(len(sweeps) + len(arrived))
         IDENTITY_KNOWN.inc(fast.resolved)
         IDENTITY_CACHE_HITS.inc(fast.hits)
         self.hits += fast.hits
-        now = self.links.clock()
-        for link_key, device_id in view.links.items():
-            self.links.put(link_key, device_id, now)
-        for loaded, device in view.devices.items():
-            self.devices.put(loaded, device, now)
+        self._remember(view, bool(resolution.merges))
         self.known += fast.resolved
         self.device_writes += len(resolution.devices) + len(resolution.seen)
         return len(flush_ids)
+
+    def _remember(self, view: IdentityView, merged: bool) -> None:
+        """Cache a committed round's links and devices; drop the sweep index if they moved."""
+        now = self.links.clock()
+        moved = merged
+        links = self.links.entries
+        for link_key, device_id in view.links.items():
+            held = links.get(link_key)
+            moved = moved or (held is not None and held[1] != device_id)
+            self.links.put(link_key, device_id, now)
+        devices = self.devices.entries
+        for loaded, device in view.devices.items():
+            held_device = devices.get(loaded)
+            moved = moved or (held_device is not None and held_device[1] is not device)
+            self.devices.put(loaded, device, now)
+        evictions = self.links.evictions + self.devices.evictions
+        if moved or evictions != self._evictions:
+            self.sweep_index.clear()
+        self._evictions = evictions
 
     async def _load_for(
         self,
