@@ -118,6 +118,24 @@ def copy_rows(per_chunk: int) -> list[tuple[Any, ...]]:
     return rows
 
 
+async def sweep_copy_statement(url: str) -> str:
+    """Bring the benchmark database to the core's schema; returns the raw sweep table's COPY."""
+    db = Database(url)
+    await db.migrate()
+    await db.dispose()
+    table, columns = TABLES[ResultKind.SWEEP_HOSTS]
+    return f"COPY {table} ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)"
+
+
+async def copy_flush(conn: psycopg.AsyncConnection[Any], statement: str, rows: list[tuple[Any, ...]]) -> None:
+    """Binary COPY of `rows` into the raw sweep table in one transaction, as the writer commits."""
+    async with conn.cursor() as cursor, cursor.copy(statement) as copy:
+        copy.set_types(COPY_TYPES[ResultKind.SWEEP_HOSTS])
+        for row in rows:
+            await copy.write_row(row)
+    await conn.commit()
+
+
 async def copy_rate(
     url: str, total: int, next_rows: Callable[[int], list[tuple[Any, ...]]]
 ) -> tuple[float, float]:
@@ -126,22 +144,14 @@ async def copy_rate(
     Each transaction writes `next_rows(rows written so far)`, timed with the COPY. Also returns
     this process's CPU per row in µs: making the rows, formatting and sending them.
     """
-    db = Database(url)
-    await db.migrate()
-    await db.dispose()
-    table, columns = TABLES[ResultKind.SWEEP_HOSTS]
-    statement = f"COPY {table} ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)"
+    statement = await sweep_copy_statement(url)
     written = 0
     async with await psycopg.AsyncConnection.connect(url) as conn:
         started = time.perf_counter()
         cpu = time.process_time()
         while written < total:
             rows = next_rows(written)
-            async with conn.cursor() as cursor, cursor.copy(statement) as copy:
-                copy.set_types(COPY_TYPES[ResultKind.SWEEP_HOSTS])
-                for row in rows:
-                    await copy.write_row(row)
-            await conn.commit()
+            await copy_flush(conn, statement, rows)
             written += len(rows)
         elapsed = time.perf_counter() - started
         cpu = time.process_time() - cpu
@@ -185,11 +195,7 @@ async def postgres_floor(url: str, sweeps: int = 4, flush: int = 5000) -> tuple[
     host_latest; the figures are the later sweeps', which update it as a fleet's repeat sweeps
     do. CPU is read from the backend process, so neither Python nor the client counts.
     """
-    db = Database(url)
-    await db.migrate()
-    await db.dispose()
-    table, columns = TABLES[ResultKind.SWEEP_HOSTS]
-    statement = f"COPY {table} ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)"
+    statement = await sweep_copy_statement(url)
     pool = payloads(500)
     per_flush = flush // 500
     copy_cpu = projection_cpu = 0.0
@@ -209,11 +215,7 @@ async def postgres_floor(url: str, sweeps: int = 4, flush: int = 5000) -> tuple[
                     results = rpb.SweepHostResults.FromString(pool[index]).results
                     sweep_rows(results, origin, observed, observed, lambda d: d, rows, Tally())
                 started = cpu_seconds(backend)
-                async with conn.cursor() as cursor, cursor.copy(statement) as copy:
-                    copy.set_types(COPY_TYPES[ResultKind.SWEEP_HOSTS])
-                    for row in rows:
-                        await copy.write_row(row)
-                await conn.commit()
+                await copy_flush(conn, statement, rows)
                 copied = cpu_seconds(backend)
                 await conn.execute("SELECT brin_summarize_new_values(%s::regclass)", (FLUSH_INDEXES[0],))
                 await conn.execute("SET LOCAL enable_seqscan = off")
