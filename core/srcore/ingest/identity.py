@@ -644,11 +644,8 @@ class IdentityStage(RoundLoop):
         says. One whose last_seen alone moved further goes to `seen`.
         """
         resolution_td = timedelta(seconds=self._last_seen_resolution)
-        writes = {
-            key: needs_write(device, stored.get(key), resolution_td)
-            for key, device in resolution.devices.items()
-        }
-        for key, write in writes.items():
+        for key, device in list(resolution.devices.items()):
+            write = needs_write(device, stored.get(key), resolution_td)
             if write is Write.NOTHING:
                 resolution.devices.pop(key).last_seen = stored[key][1]
             elif write is Write.LAST_SEEN:

@@ -87,11 +87,11 @@ CREATE TEMPORARY TABLE IF NOT EXISTS srcore_identity_seen (
 ) ON COMMIT DELETE ROWS
 """
 # last_seen only ever moves forward, whoever wrote it last (another replica, a later round).
-_LAST_SEEN_UPDATE = {
-    "postgresql": "UPDATE devices AS d SET last_seen = s.last_seen FROM srcore_identity_seen AS s"
-                  " WHERE d.tenant = s.tenant AND d.device_id = s.device_id AND s.last_seen > d.last_seen",
-    "sqlite": "UPDATE devices SET last_seen = ? WHERE tenant = ? AND device_id = ? AND last_seen < ?",
-}  # fmt: skip
+_LAST_SEEN_FROM_TEMP = (
+    "UPDATE devices AS d SET last_seen = s.last_seen FROM srcore_identity_seen AS s"
+    " WHERE d.tenant = s.tenant AND d.device_id = s.device_id AND s.last_seen > d.last_seen"
+)
+_LAST_SEEN_SQLITE = "UPDATE devices SET last_seen = ? WHERE tenant = ? AND device_id = ? AND last_seen < ?"
 _IDENTIFIER_CONFLICT = """
 ON CONFLICT (tenant, kind, value, partition) DO UPDATE SET
   device_id = excluded.device_id, updated_at = excluded.updated_at
@@ -384,15 +384,17 @@ async def write_resolution(
 
 async def _write_last_seen(conn: AsyncConnection, seen: Sequence[Device]) -> None:
     """Move these devices' last_seen forward, and nothing else of their rows."""
-    statement = _LAST_SEEN_UPDATE[conn.dialect.name]
     if conn.dialect.name == "postgresql":
         rows = ((d.tenant, d.device_id, d.last_seen) for d in seen)
         types = ["text", "text", "timestamptz"]
         async with _staged(conn, "srcore_identity_seen", _TEMP_SEEN, _SEEN_COLUMNS, types, rows) as cursor:
-            await cursor.execute(statement)
+            await cursor.execute(_LAST_SEEN_FROM_TEMP)
         return
-    stamps = [(sqlite_timestamp(d.last_seen), d) for d in seen]
-    await conn.exec_driver_sql(statement, [(stamp, d.tenant, d.device_id, stamp) for stamp, d in stamps])
+    params = []
+    for d in seen:
+        stamp = sqlite_timestamp(d.last_seen)
+        params.append((stamp, d.tenant, d.device_id, stamp))
+    await conn.exec_driver_sql(_LAST_SEEN_SQLITE, params)
 
 
 async def _write_merges(
