@@ -35,7 +35,7 @@ import grpc
 import psycopg
 
 from bench.common import free_port, start_core
-from bench.ingest import create_database, drop_database, run_client, settle
+from bench.ingest import create_database, drop_database, run_client, run_settled, wait_settled
 from serviceradar.admin.v1 import tenant_service_pb2 as tenant_pb
 from serviceradar.admin.v1 import tenant_service_pb2_grpc as tenant_grpc
 from srcore.security.pki import ensure_dev_pki, issue_edge_certificate, load_or_create_ca
@@ -137,9 +137,8 @@ def main() -> None:
 
         solos, settleds, contendeds, floods, shares = [], [], [], [], []
         for _ in range(args.rounds):
-            settle(url, data, {"results": 0, "seconds": 1})  # the last round's flood processed
-            alone = run_client(address, pki, 1, args.per_chunk, args.results)
-            settle(url, data, alone)
+            wait_settled(url, data)  # the last round's flood processed
+            alone = run_settled(address, pki, 1, args.per_chunk, args.results, url, data)
             solo, settled = alone["rate"], alone["settled"]
             # A floods with far more than it can send while B runs, so it is busy throughout.
             flood = start_flood(address, pki, cert, key, args.per_chunk, args.results * 50)

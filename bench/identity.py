@@ -30,7 +30,7 @@ from pathlib import Path
 
 import psycopg
 
-from bench.common import cpu_seconds, free_port, start_core
+from bench.common import BacklogWatch, cpu_seconds, free_port, start_core
 from bench.ingest import create_database, drop_database, run_client
 from bench.ingest_client import POOL
 from srcore.security.pki import ensure_dev_pki
@@ -52,19 +52,6 @@ def backend_cpu(url: str) -> dict[int, float]:
         with contextlib.suppress(OSError):
             found[pid] = cpu_seconds(pid)
     return found
-
-
-def unidentified(url: str) -> int:
-    """Committed flushes not yet resolved to devices."""
-    with psycopg.connect(url) as conn:
-        row = conn.execute("SELECT count(*) FROM identity_pending").fetchone()
-    return int(row[0]) if row else 0
-
-
-def wait_identified(url: str) -> None:
-    """Return once every committed flush is identified."""
-    while unidentified(url):
-        time.sleep(0.02)
 
 
 COUNTERS = (
@@ -111,16 +98,17 @@ class Core:
         self.process = start_core(self.data, self.port, env, self.metrics_port)
 
     def push(self, streams: int, per_chunk: int, results: int) -> dict[str, float]:
-        """Run the load generator; adds `total` (seconds until acked and, with identity, identified)."""
-        started = time.perf_counter()
+        """Run the load generator; adds `total` (seconds until acked and, with identity, identified).
+
+        Counted from the generator's first chunk, not from starting its process.
+        """
         cpu = cpu_seconds(self.process.pid)
         backends = backend_cpu(self.url)
-        figures = run_client(f"127.0.0.1:{self.port}", self.data / "pki", streams, per_chunk, results)
-        acked = time.perf_counter() - started
-        if self.identity:
-            wait_identified(self.url)
-        total = time.perf_counter() - started
-        figures.update(acked_seconds=acked, total=total, end_to_end=figures["results"] / total)
+        pending = "SELECT count(*) FROM identity_pending" if self.identity else "SELECT 0"
+        with BacklogWatch(lambda: psycopg.connect(self.url, autocommit=True), pending) as watch:
+            figures = run_client(f"127.0.0.1:{self.port}", self.data / "pki", streams, per_chunk, results)
+            total = watch.settled_at(figures["ended_at"]) - figures["started_at"]
+        figures.update(total=total, end_to_end=figures["results"] / total)
         # CPU the core used, in microseconds per result: steadier than rates on a shared machine.
         figures.update(cpu_us=(cpu_seconds(self.process.pid) - cpu) * 1e6 / figures["results"])
         # The core's PostgreSQL connections (pooled, so they outlive the run): the store's share.

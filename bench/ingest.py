@@ -43,7 +43,14 @@ from typing import Any
 
 import psycopg
 
-from bench.common import cpu_seconds, free_port, peak_rss_mib, reset_peak_rss, start_core
+from bench.common import (
+    BacklogWatch,
+    cpu_seconds,
+    free_port,
+    peak_rss_mib,
+    reset_peak_rss,
+    start_core,
+)
 from bench.ingest_client import payloads
 from serviceradar.edge.v1 import results_pb2 as rpb
 from srcore.domain.ingest import ResultKind
@@ -73,27 +80,36 @@ def identity_enabled() -> bool:
     return os.environ.get("SRCORE_IDENTITY_ENABLED", "true").lower() in ("1", "true", "yes", "on")
 
 
-def backlog(url: str, data: Path) -> int:
-    """Committed flushes not yet processed (or, with identity on, not yet identified)."""
+def backlog_query() -> str:
+    """Counts committed flushes not yet processed (or, with identity on, not yet identified)."""
     query = "SELECT count(*) FROM ingest_flushes WHERE NOT projected"
     if identity_enabled():
         query = f"SELECT ({query}) + (SELECT count(*) FROM identity_pending)"
+    return query
+
+
+def connector(url: str, data: Path) -> Callable[[], Any]:
+    """Opens a connection to the benchmarked core's store: PostgreSQL at `url`, else its SQLite."""
     if url:
-        with psycopg.connect(url) as conn:
-            found = conn.execute(query).fetchone()
-    else:
-        with sqlite3.connect(data / "srcore.db") as lite:
-            found = lite.execute(query).fetchone()
-    assert found is not None
-    return int(found[0])
+        return lambda: psycopg.connect(url, autocommit=True)
+    return lambda: sqlite3.connect(data / "srcore.db")
 
 
-def settle(url: str, data: Path, figures: dict[str, float]) -> None:
-    """Wait for processing to catch up; adds the settled rate to `figures`."""
-    started = time.perf_counter()
-    while backlog(url, data):
-        time.sleep(0.05)
-    figures["settled"] = figures["results"] / (figures["seconds"] + time.perf_counter() - started)
+def run_settled(
+    address: str, pki: Path, streams: int, per_chunk: int, results: int, url: str, data: Path
+) -> dict[str, float]:
+    """Run the load generator; adds `settled`, results/s until processing had caught up too."""
+    with BacklogWatch(connector(url, data), backlog_query()) as watch:
+        figures = run_client(address, pki, streams, per_chunk, results)
+        settled_at = watch.settled_at(figures["ended_at"])
+    figures["settled"] = figures["results"] / (settled_at - figures["started_at"])
+    return figures
+
+
+def wait_settled(url: str, data: Path) -> None:
+    """Return once processing (and identity, when on) has caught up with every committed flush."""
+    with BacklogWatch(connector(url, data), backlog_query()) as watch:
+        watch.settled_at(time.time())
 
 
 def line(label: str, figures: dict[str, float], rss: float | None = None) -> str:
@@ -313,8 +329,9 @@ def main() -> None:
                 for size in sizes:
                     for n in streams:
                         reset_peak_rss(core.pid)
-                        figures = run_client(f"127.0.0.1:{port}", data / "pki", n, size, args.results)
-                        settle(url, data, figures)
+                        figures = run_settled(
+                            f"127.0.0.1:{port}", data / "pki", n, size, args.results, url, data
+                        )
                         ratio = (
                             f"   (c)/(b) {figures['rate'] / copy_rate:.2f}"
                             f"   (c)/(b') {figures['rate'] / parsed_rate:.2f}"
@@ -327,8 +344,7 @@ def main() -> None:
                         )
                 for volume in [int(v) for v in args.rss.split(",") if v]:
                     reset_peak_rss(core.pid)
-                    figures = run_client(f"127.0.0.1:{port}", data / "pki", 10, 500, volume)
-                    settle(url, data, figures)
+                    figures = run_settled(f"127.0.0.1:{port}", data / "pki", 10, 500, volume, url, data)
                     print(line(f"(c) {store}, {volume:,} results, 10 x 500", figures, peak_rss_mib(core.pid)))
             finally:
                 core.terminate()

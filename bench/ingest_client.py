@@ -128,6 +128,7 @@ async def run(args: argparse.Namespace) -> None:
         for _ in range(min(args.streams, 8))
     ]
     latencies: list[float] = []
+    started_at = time.time()
     started = time.perf_counter()
     accepted = await asyncio.gather(
         *(
@@ -136,11 +137,14 @@ async def run(args: argparse.Namespace) -> None:
         )
     )
     elapsed = time.perf_counter() - started
+    ended_at = time.time()
     for channel in channels:
         await channel.close()
     print(json.dumps({
         "results": sum(accepted), "seconds": elapsed, "rate": sum(accepted) / elapsed,
         "p50": percentile(latencies, 0.5), "p99": percentile(latencies, 0.99),
+        # Wall clock, so a benchmark can tell when work behind the acknowledgements was done.
+        "started_at": started_at, "ended_at": ended_at,
     }))  # fmt: skip
 
 
