@@ -15,7 +15,7 @@ from serviceradar.admin.v1 import device_service_pb2 as dpb
 from serviceradar.edge.v1 import results_pb2 as rpb
 from srcore.store.device_tables import devices
 from tests.helpers.core import RunningCore, running_core
-from tests.identity.support import devices_stub, list_devices, push
+from tests.identity.support import device_update, devices_stub, list_devices, push
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -101,6 +101,47 @@ async def test_an_older_observation_never_overwrites_a_newer_one(core: RunningCo
     assert device.available
     assert device.last_seen.ToDatetime(UTC) == T0 + timedelta(minutes=5)
     assert device.first_seen.ToDatetime(UTC) == T0
+
+
+async def test_a_host_that_flaps_within_one_batch_ends_as_last_probed(core: RunningCore) -> None:
+    # Host 1 is quiet by its third sweep: a repeat with its attributes changes nothing. One
+    # batch then holds a probe that finds it down and a later one that finds it up again.
+    for seconds in (0, 5, 6):
+        await push(core, "dc1", sweep=[host(1, T0 + timedelta(seconds=seconds))])
+    await push(
+        core,
+        "dc1",
+        sweep=[host(1, T0 + timedelta(seconds=12)), host(1, T0 + timedelta(seconds=10), available=False)],
+    )
+    (device,) = await list_devices(core)
+    assert device.available
+    # And the other way round: up first, down last.
+    await push(
+        core,
+        "dc1",
+        sweep=[host(1, T0 + timedelta(seconds=14)), host(1, T0 + timedelta(seconds=16), available=False)],
+    )
+    (device,) = await list_devices(core)
+    assert not device.available
+    assert device.last_seen.ToDatetime(UTC) == T0 + timedelta(seconds=16)
+
+
+async def test_a_quiet_repeat_after_another_source_changed_the_device_puts_the_sweep_back(
+    core: RunningCore,
+) -> None:
+    # Once quiet, a repeat is compared with the device as it is, not as it was: after an
+    # integration renamed the device and saw it down, a later probe is the latest word again.
+    for seconds in (0, 5, 6):
+        await push(core, "dc1", sweep=[host(2, T0 + timedelta(seconds=seconds))])
+    update = device_update("netbox", ip="10.4.0.2", mac="00:1c:00:00:00:02")
+    update.hostname, update.available = "renamed", False
+    update.observed_at.FromDatetime(T0 + timedelta(seconds=7))
+    await push(core, "dc1", updates=[update])
+    (device,) = await list_devices(core)
+    assert (device.hostname, device.available) == ("renamed", False)
+    await push(core, "dc1", sweep=[host(2, T0 + timedelta(seconds=8))])
+    (device,) = await list_devices(core)
+    assert (device.hostname, device.available) == ("h2", True)
 
 
 async def test_a_repeat_sweep_with_a_new_identifier_follows_the_rules(core: RunningCore) -> None:

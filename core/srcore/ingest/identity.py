@@ -170,6 +170,14 @@ class TtlCache(Generic[K, V]):
 
 LinkKey = tuple[str, IdentifierKey]
 DeviceKey = tuple[str, str]
+# A sweep result's (tenant, partition, ip, mac).
+SweepKey = tuple[str, str, str, str]
+# What the caches named for a SweepKey: (expiry, device, identifiers looked up, quiet until,
+# the device's key). Up to "quiet until", a result with the device's own attributes changes
+# nothing of it (IdentityStage.sweep_index).
+Indexed = tuple[float, Device, int, datetime, DeviceKey]
+# "Quiet until" of an entry whose device has not been folded since it was made.
+_NOT_QUIET = datetime.min.replace(tzinfo=UTC)
 
 
 @contextlib.contextmanager
@@ -220,6 +228,8 @@ class _FastPath:
         self._latest: dict[DeviceKey, SweepRow] = {}
         self._devices: dict[DeviceKey, Device] = {}
         self._updates: list[tuple[Device, Observation]] = []
+        # The devices of quiet results (ones that change nothing), one entry per result.
+        self._quiet: list[DeviceKey] = []
         # Devices the fast path changed and those whose last_seen alone moved, to write;
         # observations it resolved; cache hits.
         self.written: dict[DeviceKey, Device] = {}
@@ -246,20 +256,34 @@ class _FastPath:
             index.clear()
         latest = self._latest
         devices = self._devices
+        quiet = self._quiet
         slow: list[SweepRow] = []
         hits = 0
         for row in sweeps:
             held = indexed(row[:4])
             if held is not None and held[0] >= now:
                 device = held[1]
-                if device.merged_into is not None or row[6] < device.first_seen:
+                observed_at = row[6]
+                if device.merged_into is not None or observed_at < device.first_seen:
                     slow.append(row)
                     continue
-                key = (row[0], device.device_id)
-                devices[key] = device
                 hits += held[2]
+                # The usual repeat: the device's own attributes, before its last_seen is due.
+                # Compared live, as the device may have changed since the entry was made.
+                if (
+                    observed_at < held[3]
+                    and row[5] == device.available
+                    and row[2] == device.ip
+                    and row[3] == device.mac
+                    and row[1] == device.partition
+                    and (not row[4] or row[4] == device.hostname)
+                ):
+                    quiet.append(held[4])
+                    continue
+                key = held[4]
+                devices[key] = device
                 previous = latest.get(key)
-                if previous is None or row[6] >= previous[6]:
+                if previous is None or observed_at >= previous[6]:
                     latest[key] = row
                 continue
             tenant, partition, ip, mac, _, _, observed_at = row
@@ -295,7 +319,7 @@ class _FastPath:
             if key not in devices:
                 device_entries.move_to_end(key)
                 devices[key] = device
-            index[row[:4]] = (min(expires, held_device[0]), device, looked)
+            index[row[:4]] = (min(expires, held_device[0]), device, looked, _NOT_QUIET, key)
             hits += looked
             previous = latest.get(key)
             if previous is None or observed_at >= previous[6]:
@@ -327,15 +351,21 @@ class _FastPath:
     ) -> tuple[list[SweepRow], list[Observation]]:
         """Leave every observation of a device the rules' observations name (`named`) to the rules.
 
+        So is a device with quiet results and others: only the rules fold them in time order.
         Returns the sweep results and updates taken back from the fast path.
         """
+        if not named and not self._latest:
+            return [], []
+        quiet = set(self._quiet)
         fast = {(device.tenant, device.device_id) for device, _ in self._updates}
         fast.update(self._latest)
+        fast.update(quiet)
         tainted = {key for key in named if key in fast}
+        tainted.update(quiet.intersection(self._latest))
         if not tainted:
             return [], []
         rows: list[SweepRow] = []
-        if tainted.intersection(self._latest):
+        if not tainted.isdisjoint(self._latest) or not tainted.isdisjoint(quiet):
             link = self._stage.links.get
             now = self._stage.links.clock()
             already = {id(row) for row in slow}
@@ -361,6 +391,7 @@ class _FastPath:
         must be written.
         """
         view = resolver.view
+        index = self._stage.sweep_index
         through_rules: set[DeviceKey] = set()
 
         def observe(key: DeviceKey, device: Device, obs: Observation) -> None:
@@ -380,10 +411,15 @@ class _FastPath:
                 observe(key, current, _sweep_observation(row))
             else:
                 write = fold_known_sweep(device, *row[1:], self._resolution)
+                if write is Write.DEVICE:
+                    self.written[key] = device
+                    continue
                 if write is Write.LAST_SEEN:
                     self.seen[key] = device
-                elif write:
-                    self.written[key] = device
+                # The device is as stored: a repeat of this result is quiet until its last_seen is due.
+                held = index.get(row[:4])
+                if held is not None and held[1] is device:
+                    index[row[:4]] = (held[0], device, held[2], device.last_seen + self._resolution, key)
 
 
 class IdentityStage(RoundLoop):
@@ -410,12 +446,14 @@ class IdentityStage(RoundLoop):
         self.links: TtlCache[LinkKey, str] = TtlCache(cache_size, cache_ttl)
         self.devices: TtlCache[DeviceKey, Device] = TtlCache(cache_size, cache_ttl)
         # What the fast path found for a sweep result's (tenant, partition, ip, mac) in the caches
-        # above: (expiry, device, identifiers looked up), so a repeat of that result is resolved
-        # with one lookup. Derived from the caches, it holds only while they do: an entry expires
-        # with the first of its cache entries, and the whole index is dropped whenever a cached
-        # link moves to another device, a cached device is replaced, a merge is written, a cache
-        # entry is evicted or a round fails.
-        self.sweep_index: dict[tuple[str, str, str, str], tuple[float, Device, int]] = {}
+        # above (`Indexed`), so a repeat of that result is resolved with one lookup. Derived from
+        # the caches, it holds only while they do: an entry expires with the first of its cache
+        # entries, and the whole index is dropped whenever a cached link moves to another device,
+        # a cached device is replaced, a merge is written, a cache entry is evicted or a round
+        # fails. Once a result folded into its device without changing it, the entry also says
+        # until when a repeat with the same attributes is quiet: it changes nothing, and is not
+        # folded at all (the last_seen it would move is not due yet).
+        self.sweep_index: dict[SweepKey, Indexed] = {}
         self.index_size = cache_size
         self._evictions = 0
         self.hits = 0
