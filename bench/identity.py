@@ -1,6 +1,6 @@
 """Identity benchmark: ReportResults into PostgreSQL with device identity on versus off.
 
-    python -m bench.identity [--results 200000] [--streams 10] [--per-chunk 500]
+    python -m bench.identity [--results 200000] [--streams 10] [--per-chunk 500] [--rounds 5]
 
 In one run, on the same generated data (bench/ingest_client.py's payload pool):
   (a) identity off: time from the first chunk sent until every chunk is acknowledged;
@@ -10,9 +10,13 @@ In one run, on the same generated data (bench/ingest_client.py's payload pool):
       (the second sweep finds them cached, the third also in the sweep index); for each sweep,
       the share of results resolved by the fast path (every identifier cached, naming one live
       device) and the identity cache hit rate, from the core's /metrics;
-      beside it the same third sweep with identity off, and with every device's last_seen due
-      (`identity_last_seen_resolution` 0: what sweeps a minute or more apart cost with the
-      default, where each repeat sweep moves every device's last_seen).
+  (d) the steady state, the fleet known: (a)'s load on three cores that have each taken it
+      twice already, with identity off, on, and on with every device's last_seen due
+      (`identity_last_seen_resolution` 0: what sweeps a minute or more apart cost, where each
+      repeat moves every device's last_seen; with the default, repeats within a minute are
+      quiet). The cores take turns, --rounds times, a different one first each round, and
+      the medians are printed, with the median of each round's ratio to identity off: single
+      runs of a few seconds on a shared machine vary more than the code does.
 The load average is printed before and after: on a shared machine it moves the figures a lot.
 Each scenario runs `srcore serve` on its own fresh PostgreSQL database.
 """
@@ -23,6 +27,7 @@ import argparse
 import contextlib
 import os
 import shutil
+import statistics
 import tempfile
 import time
 import urllib.request
@@ -123,6 +128,68 @@ class Core:
         drop_database(self.admin_url, self.url)
 
 
+def report_sweep(
+    core: Core, sweep: int, hosts: int, result: dict[str, float], before: dict[str, float]
+) -> dict[str, float]:
+    """Print one repeat sweep's fast-path share and cache hit rate; returns the counters now."""
+    # The stage counts a round just after committing it: wait for the counters to settle.
+    now = counters(core.metrics_port)
+    while True:
+        time.sleep(0.2)
+        latest = counters(core.metrics_port)
+        if latest == now:
+            break
+        now = latest
+    hits, misses, known, seen = (now[name] - before[name] for name in COUNTERS)
+    rate = hits / (hits + misses) if hits + misses else 0.0
+    share = known / seen if seen else 0.0
+    print(f"(c) repeat sweep {sweep} of {hosts:,} hosts: {share:6.1%} resolved by the fast "
+          f"path; cache hit rate {rate:6.1%} ({hits:,.0f} hits, {misses:,.0f} misses); "
+          f"{result['end_to_end']:,.0f} results/s acked + identified; "
+          f"CPU per result: core {result['cpu_us']:.1f} us, PostgreSQL {result['pg_us']:.1f} us")  # fmt: skip
+    return now
+
+
+# The steady state's cores: identity off, on, and on with every last_seen due.
+STEADY: tuple[tuple[str, bool, dict[str, str]], ...] = (
+    ("identity off", False, {}),
+    ("identity on", True, {}),
+    ("on, last_seen due", True, {"identity_last_seen_resolution": "0"}),
+)
+
+
+def steady_state(work: Path, pki: Path, args: argparse.Namespace) -> None:
+    """(d): the fleet known, identity off, on, and on with every last_seen due, interleaved."""
+    cores = [Core(work, pki, args.postgres, f"steady-{n}", on, **settings)
+             for n, (_, on, settings) in enumerate(STEADY)]  # fmt: skip
+    try:
+        for core in cores:
+            for _ in range(2):
+                core.push(args.streams, args.per_chunk, args.results)
+        runs: list[list[dict[str, float]]] = [[] for _ in cores]
+        for round_ in range(args.rounds):
+            # A different core goes first each round, so drift in the machine's speed evens out.
+            for n in (round_ + k for k in range(len(cores))):
+                runs[n % len(cores)].append(
+                    cores[n % len(cores)].push(args.streams, args.per_chunk, args.results)
+                )
+    finally:
+        for core in cores:
+            core.close()
+    print(f"\n(d) steady state: the fleet known (two passes first), {args.results:,} results a run, "
+          f"{args.rounds} runs of each core interleaved, medians:")  # fmt: skip
+    for (label, _, _), figures in zip(STEADY, runs, strict=True):
+        ratio = ""
+        if figures is not runs[0]:
+            ratios = [f["end_to_end"] / off["end_to_end"] for f, off in zip(figures, runs[0], strict=True)]
+            low, high = min(ratios), max(ratios)
+            ratio = f"   / identity off: {statistics.median(ratios):.2f} (runs {low:.2f}-{high:.2f})"
+        print(f"    {label + ':':<20} {statistics.median(f['end_to_end'] for f in figures):>10,.0f} results/s"
+              f"{' acked + identified' if figures is not runs[0] else ' acked':<20}"
+              f" core {statistics.median(f['cpu_us'] for f in figures):5.1f} us,"
+              f" PostgreSQL {statistics.median(f['pg_us'] for f in figures):5.1f} us{ratio}")  # fmt: skip
+
+
 def main() -> None:
     """Run the scenarios and print the figures."""
     parser = argparse.ArgumentParser(
@@ -131,6 +198,7 @@ def main() -> None:
     parser.add_argument("--results", type=int, default=200_000)
     parser.add_argument("--streams", type=int, default=10)
     parser.add_argument("--per-chunk", type=int, default=500)
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved runs of each steady-state core")
     parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432/postgres")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="srcore-identity-bench-"))
@@ -161,40 +229,10 @@ def main() -> None:
             before = dict.fromkeys(COUNTERS, 0.0)
             for sweep in (1, 2, 3):
                 result = core.push(1, 1000, sweep_hosts)
-                # The stage counts a round just after committing it: wait for the counters to settle.
-                now = counters(core.metrics_port)
-                while True:
-                    time.sleep(0.2)
-                    latest = counters(core.metrics_port)
-                    if latest == now:
-                        break
-                    now = latest
-                hits, misses, known, seen = (now[name] - before[name] for name in COUNTERS)
-                before = now
-                rate = hits / (hits + misses) if hits + misses else 0.0
-                share = known / seen if seen else 0.0
-                print(f"(c) repeat sweep {sweep} of {sweep_hosts:,} hosts: {share:6.1%} resolved by the fast "
-                      f"path; cache hit rate {rate:6.1%} "
-                      f"({hits:,.0f} hits, {misses:,.0f} misses); "
-                      f"{result['end_to_end']:,.0f} results/s acked + identified; "
-                      f"CPU per result: core {result['cpu_us']:.1f} us, "
-                      f"PostgreSQL {result['pg_us']:.1f} us")  # fmt: skip
+                before = report_sweep(core, sweep, sweep_hosts, result, before)
         finally:
             core.close()
-        for label, identity, settings in (
-            ("identity off", False, {}),
-            ("every last_seen due", True, {"identity_last_seen_resolution": "0"}),
-        ):
-            core = Core(work, pki, args.postgres, f"repeat-{identity}-{len(settings)}", identity, **settings)
-            try:
-                for _ in range(2):
-                    core.push(1, 1000, sweep_hosts)
-                result = core.push(1, 1000, sweep_hosts)
-            finally:
-                core.close()
-            print(f"(c) repeat sweep 3, {label + ':':<20} {result['end_to_end']:,.0f} results/s acked"
-                  f"{' + identified' if identity else ''}; CPU per result: core {result['cpu_us']:.1f} us, "
-                  f"PostgreSQL {result['pg_us']:.1f} us")  # fmt: skip
+        steady_state(work, pki, args)
         print(f"\nload average after: {load()}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
