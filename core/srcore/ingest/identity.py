@@ -1,15 +1,16 @@
 """The identity stage: resolves committed flushes' observations to canonical devices.
 
 Runs off the ack path, like the latest-state projector: after each local flush and
-periodically for flushes other replicas left behind. One round claims a set of unidentified
-flushes (FOR UPDATE SKIP LOCKED on PostgreSQL, so replicas share the work), takes their sweep
-host results and device updates (from memory when the local writer just handed them over,
-else from the store), resolves them through an identity cache in front of the store, and
-writes devices, identifiers and merges and marks the flushes identified, all in one
-transaction. The cache is only updated after that transaction commits.
+periodically for flushes other replicas left behind. One round takes a set of unidentified
+flushes off the queue (FOR UPDATE SKIP LOCKED on PostgreSQL, so replicas share the work), takes
+their sweep host results and device updates (from memory when the local writer just handed
+them over, else from the store), resolves them through an identity cache in front of the store,
+and writes devices, identifiers and merges, all in one transaction: a rollback puts the flushes
+back on the queue. The cache is only updated after that transaction commits.
 
 Most sweep results are repeats whose identifiers all name one cached live device: those take
-a fast path of a few dict lookups and fold into the device without the full rules.
+a fast path of a few dict lookups and fold into the device without the full rules, or, when
+they change nothing, are not folded at all.
 """
 
 from __future__ import annotations
@@ -55,15 +56,14 @@ from srcore.ingest.writer import CommittedFlush
 from srcore.store.database import Database
 from srcore.store.devices import (
     SweepRow,
-    claim_flushes,
     count_unidentified,
     external_ids_of,
     load_devices,
     load_links,
     lock_tenants,
-    mark_identified,
     read_device_updates,
     read_sweeps,
+    take_flushes,
     write_resolution,
 )
 from srcore.store.flush_reads import FLUSH_INDEXES, RangeSummarizer
@@ -92,19 +92,21 @@ IDENTITY_FROM_MEMORY = Counter(
 )
 
 
-def _picker(kind: ResultKind, names: tuple[str, ...]) -> Callable[[tuple[Any, ...]], tuple[Any, ...]]:
+def _positions(kind: ResultKind, names: tuple[str, ...]) -> tuple[int, ...]:
     columns = TABLES[kind][1]
-    return itemgetter(*(columns.index(name) for name in names))
+    return tuple(columns.index(name) for name in names)
 
 
-# Written rows (TABLES column order) reduced to what identity reads, as the store read returns it.
-_SWEEP_FIELDS = _picker(
+# Where a sweep result's (tenant, partition, ip, mac, hostname, available, observed_at) are in
+# a row: a SweepRow as the store read returns it, or a written row (TABLES column order).
+Layout = tuple[int, int, int, int, int, int, int]
+_SWEEP_ROW: Layout = (0, 1, 2, 3, 4, 5, 6)
+_WRITTEN_SWEEP: Layout = _positions(  # type: ignore[assignment]
     ResultKind.SWEEP_HOSTS, ("tenant", "partition", "ip", "mac", "hostname", "available", "observed_at")
 )
-_UPDATE_FIELDS = _picker(
-    ResultKind.DEVICE_UPDATES,
-    ("tenant", "partition", "ip", "mac", "hostname", "available", "observed_at", "source", "external_ids"),
-)
+_SWEEP_FIELDS = itemgetter(*_WRITTEN_SWEEP)
+_UPDATE_COLUMNS = ("tenant", "partition", "ip", "mac", "hostname", "available", "observed_at", "source")
+_UPDATE_FIELDS = itemgetter(*_positions(ResultKind.DEVICE_UPDATES, (*_UPDATE_COLUMNS, "external_ids")))
 # Sweep results carry no external ids; one shared empty mapping instead of a dict per row.
 _NO_EXTERNAL_IDS: Mapping[str, str] = MappingProxyType({})
 
@@ -176,6 +178,8 @@ SweepKey = tuple[str, str, str, str]
 # the device's key). Up to "quiet until", a result with the device's own attributes changes
 # nothing of it (IdentityStage.sweep_index).
 Indexed = tuple[float, Device, int, datetime, DeviceKey]
+# A committed flush's rows as handed over: its written sweep rows, its device updates' fields.
+_HeldRows = tuple[Sequence[tuple[Any, ...]], list[tuple[Any, ...]]]
 # "Quiet until" of an entry whose device has not been folded since it was made.
 _NOT_QUIET = datetime.min.replace(tzinfo=UTC)
 
@@ -219,16 +223,30 @@ class _FastPath:
     so only the device's attributes move. A device some other observation of the round also
     names (through the cache) is left to the full rules with all its observations, so the
     rules still see them in time order.
+
+    Sweep results are rows in a `Layout`, known by their position in the round's list: a
+    quiet one (see `IdentityStage.sweep_index`) is never turned into a SweepRow at all.
     """
 
-    def __init__(self, stage: IdentityStage, resolution: timedelta) -> None:
+    def __init__(
+        self, stage: IdentityStage, resolution: timedelta, sweeps: Sequence[tuple[Any, ...]], layout: Layout
+    ) -> None:
         self._stage = stage
         self._resolution = resolution
+        self._sweeps = sweeps
+        self._layout = layout
+        # Written rows are reduced to SweepRows only when they need more than the index.
+        self._to_sweep: Callable[[tuple[Any, ...]], SweepRow] | None = (
+            None if layout == _SWEEP_ROW else itemgetter(*layout)
+        )
         # The latest fast sweep result per device, and the cached device it names.
         self._latest: dict[DeviceKey, SweepRow] = {}
         self._devices: dict[DeviceKey, Device] = {}
         self._updates: list[tuple[Device, Observation]] = []
-        # The devices of quiet results (ones that change nothing), one entry per result.
+        # Every other fast sweep result, by position, with its device.
+        self._folded: list[tuple[int, DeviceKey]] = []
+        # Quiet results (ones that change nothing) by position, and their devices.
+        self._quiet_at: list[int] = []
         self._quiet: list[DeviceKey] = []
         # Devices the fast path changed and those whose last_seen alone moved, to write;
         # observations it resolved; cache hits.
@@ -237,10 +255,21 @@ class _FastPath:
         self.resolved = 0
         self.hits = 0
 
-    def triage(
-        self, sweeps: Sequence[SweepRow], updates: Sequence[Observation]
-    ) -> tuple[list[SweepRow], list[Observation]]:
-        """Take what the fast path resolves; return the sweep results and updates it leaves."""
+    @property
+    def quiet_only(self) -> bool:
+        """Whether every observation the fast path took was quiet (so it has nothing to write)."""
+        return not self._latest and not self._updates
+
+    def rows(self, positions: Sequence[int]) -> list[SweepRow]:
+        """The sweep results at these positions, as SweepRows."""
+        sweeps, to_sweep = self._sweeps, self._to_sweep
+        if to_sweep is None:
+            return [sweeps[i] for i in positions]
+        return [to_sweep(sweeps[i]) for i in positions]
+
+    def triage(self, updates: Sequence[Observation]) -> tuple[list[int], list[Observation]]:
+        """Take what the fast path resolves; return the positions of the sweep results and the
+        updates it leaves to the rules."""
         stage = self._stage
         now = stage.links.clock()
         link = stage.links.get
@@ -252,45 +281,55 @@ class _FastPath:
         device_entries = stage.devices.entries
         index = stage.sweep_index
         indexed = index.get
+        sweeps = self._sweeps
         if len(index) + len(sweeps) > stage.index_size:
             index.clear()
+        at_tenant, at_partition, at_ip, at_mac, at_hostname, at_available, at_observed = self._layout
+        key_of = itemgetter(at_tenant, at_partition, at_ip, at_mac)
+        to_sweep = self._to_sweep
         latest = self._latest
         devices = self._devices
-        quiet = self._quiet
-        slow: list[SweepRow] = []
+        folded = self._folded.append
+        quiet_at = self._quiet_at.append
+        quiet = self._quiet.append
+        slow: list[int] = []
         hits = 0
-        for row in sweeps:
-            held = indexed(row[:4])
+        for i, row in enumerate(sweeps):
+            sweep_key = key_of(row)
+            held = indexed(sweep_key)
             if held is not None and held[0] >= now:
                 device = held[1]
-                observed_at = row[6]
+                observed_at = row[at_observed]
                 if device.merged_into is not None or observed_at < device.first_seen:
-                    slow.append(row)
+                    slow.append(i)
                     continue
                 hits += held[2]
                 # The usual repeat: the device's own attributes, before its last_seen is due.
                 # Compared live, as the device may have changed since the entry was made.
                 if (
                     observed_at < held[3]
-                    and row[5] == device.available
-                    and row[2] == device.ip
-                    and row[3] == device.mac
-                    and row[1] == device.partition
-                    and (not row[4] or row[4] == device.hostname)
+                    and row[at_available] == device.available
+                    and row[at_ip] == device.ip
+                    and row[at_mac] == device.mac
+                    and row[at_partition] == device.partition
+                    and (not row[at_hostname] or row[at_hostname] == device.hostname)
                 ):
-                    quiet.append(held[4])
+                    quiet_at(i)
+                    quiet(held[4])
                     continue
                 key = held[4]
                 devices[key] = device
+                folded((i, key))
                 previous = latest.get(key)
                 if previous is None or observed_at >= previous[6]:
-                    latest[key] = row
+                    latest[key] = row if to_sweep is None else to_sweep(row)
                 continue
-            tenant, partition, ip, mac, _, _, observed_at = row
+            tenant, partition, ip, mac = sweep_key
+            observed_at = row[at_observed]
             link_key = (tenant, (IP, ip, partition))
             entry = entry_of(link_key)
             if entry is None or entry[0] < now:
-                slow.append(row)
+                slow.append(i)
                 continue
             touch(link_key)
             device_id = entry[1]
@@ -303,27 +342,28 @@ class _FastPath:
                     link_key = (tenant, (kind, mac, "" if kind == MAC else partition))
                     entry = entry_of(link_key)
                     if entry is None or entry[0] < now or entry[1] != device_id:
-                        slow.append(row)
+                        slow.append(i)
                         continue
                     touch(link_key)
                     expires = min(expires, entry[0])
             key = (tenant, device_id)
             held_device = device_entries.get(key)
             if held_device is None or held_device[0] < now or held_device[1].merged_into is not None:
-                slow.append(row)
+                slow.append(i)
                 continue
             device = held_device[1]
             if observed_at < device.first_seen:
-                slow.append(row)
+                slow.append(i)
                 continue
             if key not in devices:
                 device_entries.move_to_end(key)
                 devices[key] = device
-            index[row[:4]] = (min(expires, held_device[0]), device, looked, _NOT_QUIET, key)
+            index[sweep_key] = (min(expires, held_device[0]), device, looked, _NOT_QUIET, key)
             hits += looked
+            folded((i, key))
             previous = latest.get(key)
             if previous is None or observed_at >= previous[6]:
-                latest[key] = row
+                latest[key] = row if to_sweep is None else to_sweep(row)
         resolved = len(sweeps) - len(slow)
         rest: list[Observation] = []
         for obs in updates:
@@ -346,13 +386,11 @@ class _FastPath:
         self.hits = hits
         return slow, rest
 
-    def demote(
-        self, named: Collection[DeviceKey], sweeps: Sequence[SweepRow], slow: Sequence[SweepRow]
-    ) -> tuple[list[SweepRow], list[Observation]]:
+    def demote(self, named: Collection[DeviceKey]) -> tuple[list[int], list[Observation]]:
         """Leave every observation of a device the rules' observations name (`named`) to the rules.
 
         So is a device with quiet results and others: only the rules fold them in time order.
-        Returns the sweep results and updates taken back from the fast path.
+        Returns the positions of the sweep results and the updates taken back from the fast path.
         """
         if not named and not self._latest:
             return [], []
@@ -364,21 +402,14 @@ class _FastPath:
         tainted.update(quiet.intersection(self._latest))
         if not tainted:
             return [], []
-        rows: list[SweepRow] = []
-        if not tainted.isdisjoint(self._latest) or not tainted.isdisjoint(quiet):
-            link = self._stage.links.get
-            now = self._stage.links.clock()
-            already = {id(row) for row in slow}
-            for row in sweeps:
-                tenant = row[0]
-                if id(row) not in already and (tenant, link((tenant, (IP, row[2], row[1])), now)) in tainted:
-                    rows.append(row)
-            for device_key in tainted:
-                self._latest.pop(device_key, None)
+        positions = [i for i, key in self._folded if key in tainted]
+        positions += [i for i, key in zip(self._quiet_at, self._quiet, strict=True) if key in tainted]
+        for device_key in tainted:
+            self._latest.pop(device_key, None)
         updates = [obs for device, obs in self._updates if (device.tenant, device.device_id) in tainted]
         self._updates = [(d, o) for d, o in self._updates if (d.tenant, d.device_id) not in tainted]
-        self.resolved -= len(rows) + len(updates)
-        return rows, updates
+        self.resolved -= len(positions) + len(updates)
+        return positions, updates
 
     def apply(
         self, resolver: IdentityResolver, stored: dict[DeviceKey, tuple[DeviceState, datetime]]
@@ -464,7 +495,7 @@ class IdentityStage(RoundLoop):
         self.from_memory = 0
         # Rows of committed flushes the writer handed over, by flush id, until a round claims them.
         # Bounded: past `memory_flushes` waiting, a flush is read back from the store instead.
-        self._memory: dict[int, tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]] = {}
+        self._memory: dict[int, _HeldRows] = {}
         self._memory_flushes = memory_flushes
         self._summarizer = RangeSummarizer(db)
 
@@ -472,12 +503,12 @@ class IdentityStage(RoundLoop):
         """A flush committed: keep its observations in memory (within the bound) and resolve soon."""
         if len(self._memory) < self._memory_flushes:
             rows = flush.rows
-            # Only the columns identity reads, so the rest of the written rows can be freed.
-            with _collector_deferred():
-                self._memory[flush.flush_id] = (
-                    list(map(_SWEEP_FIELDS, rows.get(ResultKind.SWEEP_HOSTS, ()))),
-                    list(map(_UPDATE_FIELDS, rows.get(ResultKind.DEVICE_UPDATES, ()))),
-                )
+            # The written sweep rows themselves, not a copy: most resolve from the index by a few
+            # of their columns and are never reduced to a SweepRow.
+            self._memory[flush.flush_id] = (
+                rows.get(ResultKind.SWEEP_HOSTS, ()),
+                list(map(_UPDATE_FIELDS, rows.get(ResultKind.DEVICE_UPDATES, ()))),
+            )
         self._wakeup.set()
 
     @property
@@ -501,9 +532,7 @@ class IdentityStage(RoundLoop):
             # Another round (ours in the background, or another replica's) holds the rest.
             await asyncio.sleep(0.01)
 
-    def _take_from_memory(
-        self, claimed: list[int], held: Collection[int]
-    ) -> dict[int, tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]]:
+    def _take_from_memory(self, claimed: list[int], held: Collection[int]) -> dict[int, _HeldRows]:
         """The in-memory rows of the claimed flushes; forgets flushes no round of ours will claim.
 
         `held` is what memory held when the claim started. The claim takes the oldest
@@ -522,35 +551,41 @@ class IdentityStage(RoundLoop):
         return taken
 
     async def _observations(
-        self,
-        conn: AsyncConnection,
-        flush_ids: list[int],
-        taken: dict[int, tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]],
-    ) -> tuple[list[SweepRow], list[Observation]]:
-        """The claimed flushes' sweep results (as tuples) and device updates: `taken` from memory."""
-        sweeps: list[SweepRow] = []
-        updates: list[tuple[Any, ...]] = []
-        for sweep_rows, update_rows in taken.values():
-            sweeps.extend(sweep_rows)
-            updates.extend(update_rows)
+        self, conn: AsyncConnection, flush_ids: list[int], taken: dict[int, _HeldRows]
+    ) -> tuple[Sequence[tuple[Any, ...]], Layout, list[Observation]]:
+        """The claimed flushes' sweep results and device updates: `taken` from memory.
+
+        The sweep results are the written rows when every flush came from memory on PostgreSQL,
+        else SweepRows; the layout says which.
+        """
         postgres = conn.dialect.name == "postgresql"
-        if not postgres:
+        rest = [flush_id for flush_id in flush_ids if flush_id not in taken]
+        written = [sweep_rows for sweep_rows, _ in taken.values()]
+        sweeps: Sequence[tuple[Any, ...]]
+        layout = _SWEEP_ROW
+        if postgres and not rest:
+            sweeps = written[0] if len(written) == 1 else list(chain.from_iterable(written))
+            layout = _WRITTEN_SWEEP
+        elif postgres:
+            sweeps = list(map(_SWEEP_FIELDS, chain.from_iterable(written)))
+        else:
             # SQLite rows hold timestamps as the text the store keeps.
-            sweeps = [(*r[:6], _sqlite_time(r[6])) for r in sweeps]
+            sweeps = [(*r[:6], _sqlite_time(r[6])) for r in map(_SWEEP_FIELDS, chain.from_iterable(written))]
+        updates = list(chain.from_iterable(update_rows for _, update_rows in taken.values()))
         observations = [
             Observation(t, p, ip, mac, host, up, at if postgres else _sqlite_time(at), source,
                         external_ids_of(ids))
             for t, p, ip, mac, host, up, at, source, ids in updates
         ]  # fmt: skip
-        rest = [flush_id for flush_id in flush_ids if flush_id not in taken]
         if rest:
             # From a connection of its own: this round's transaction holds its claim meanwhile.
             await self._summarizer.catch_up(FLUSH_INDEXES)
+            assert isinstance(sweeps, list)
             sweeps.extend(await read_sweeps(conn, rest))
             observations.extend(await read_device_updates(conn, rest))
         self.from_memory += len(taken)
         IDENTITY_FROM_MEMORY.inc(len(taken))
-        return sweeps, observations
+        return sweeps, layout, observations
 
     async def run_round(self) -> int:
         """Resolve one set of flushes in one transaction; returns how many flushes (0: none left)."""
@@ -558,28 +593,35 @@ class IdentityStage(RoundLoop):
         try:
             async with self._db.begin() as conn:
                 held = list(self._memory)
-                flush_ids = await claim_flushes(conn, self._flushes_per_round)
+                flush_ids = await take_flushes(conn, self._flushes_per_round)
                 taken = self._take_from_memory(flush_ids, held)
                 if not flush_ids:
                     return 0
-                sweeps, arrived = await self._observations(conn, flush_ids, taken)
-                await lock_tenants(conn, {r[0] for r in sweeps} | {o.tenant for o in arrived})
-                fast = _FastPath(self, timedelta(seconds=self._last_seen_resolution))
+                sweeps, layout, arrived = await self._observations(conn, flush_ids, taken)
+                fast = _FastPath(self, timedelta(seconds=self._last_seen_resolution), sweeps, layout)
                 with _collector_deferred():
-                    rows, updates = fast.triage(sweeps, arrived)
+                    slow, updates = fast.triage(arrived)
+                # A round of quiet results only writes nothing: it need not wait for another
+                # replica resolving the same tenant.
+                if slow or updates or not fast.quiet_only:
+                    tenants = set(map(itemgetter(layout[0]), sweeps))
+                    await lock_tenants(conn, tenants | {o.tenant for o in arrived})
+                rows = fast.rows(slow)
                 started = time.perf_counter()
                 view = IdentityView({}, {})
                 # Every identifier the rules will look at, and how many observations carry it.
                 carried: dict[LinkKey, int] = defaultdict(int)
                 row_keys = await self._load_for(conn, rows, updates, view, stored, carried)
                 # A device the rules' observations name takes all its observations to the rules.
-                more_rows, more_updates = fast.demote(view.devices, sweeps, rows)
-                if more_rows or more_updates:
+                more_at, more_updates = fast.demote(view.devices)
+                if more_at or more_updates:
+                    more_rows = fast.rows(more_at)
                     row_keys += await self._load_for(conn, more_rows, more_updates, view, stored, carried)
                     # Back in arrival order: the rules take observations of the same time in that order.
-                    keys_of = {id(row): keys for row, keys in zip(rows + more_rows, row_keys, strict=True)}
-                    rows = [row for row in sweeps if id(row) in keys_of]
-                    row_keys = [keys_of[id(row)] for row in rows]
+                    positions = slow + more_at
+                    order = sorted(range(len(positions)), key=positions.__getitem__)
+                    both = rows + more_rows
+                    rows, row_keys = [both[j] for j in order], [row_keys[j] for j in order]
                     left = {id(obs) for obs in updates + more_updates}
                     updates = [obs for obs in arrived if id(obs) in left]
                 IDENTITY_LOOKUP_SECONDS.observe(time.perf_counter() - started)
@@ -607,7 +649,6 @@ class IdentityStage(RoundLoop):
                     resolution.devices.update(fast.written)
                     resolution.seen.update(fast.seen)
                 await write_resolution(conn, resolution, self._clock(), self.replica_id)
-                await mark_identified(conn, flush_ids)
         except BaseException:
             # Resolution mutates cached devices in place; after a rollback they may be wrong.
             self.devices.clear()

@@ -123,12 +123,21 @@ def device_from_row(row: Any) -> Device:
     )
 
 
-async def claim_flushes(conn: AsyncConnection, limit: int) -> list[int]:
-    """Lock up to `limit` committed flushes not yet identified (skipping ones other replicas hold)."""
-    query = sa.select(identity_pending.c.flush_id).order_by(identity_pending.c.flush_id).limit(limit)
+async def take_flushes(conn: AsyncConnection, limit: int) -> list[int]:
+    """Take up to `limit` committed flushes off the identity queue, oldest first.
+
+    In one statement with the claim: the rows stay locked until the transaction ends, so other
+    replicas skip them, and a rollback puts them back on the queue.
+    """
+    oldest = sa.select(identity_pending.c.flush_id).order_by(identity_pending.c.flush_id).limit(limit)
     if conn.dialect.name == "postgresql":
-        query = query.with_for_update(skip_locked=True)
-    return [int(i) for i in (await conn.execute(query)).scalars()]
+        oldest = oldest.with_for_update(skip_locked=True)
+    taken = (
+        identity_pending.delete()
+        .where(identity_pending.c.flush_id.in_(oldest.scalar_subquery()))
+        .returning(identity_pending.c.flush_id)
+    )
+    return sorted(int(i) for i in (await conn.execute(taken)).scalars())
 
 
 async def count_unidentified(db: Database) -> int:
@@ -136,11 +145,6 @@ async def count_unidentified(db: Database) -> int:
     async with db.connect() as conn:
         query = sa.select(sa.func.count()).select_from(identity_pending)
         return int((await conn.execute(query)).scalar_one())
-
-
-async def mark_identified(conn: AsyncConnection, flush_ids: Sequence[int]) -> None:
-    """Record that these flushes' observations are resolved: they leave the queue."""
-    await conn.execute(identity_pending.delete().where(identity_pending.c.flush_id.in_(list(flush_ids))))
 
 
 # A sweep result as identity needs it: (tenant, partition, ip, mac, hostname, available, observed_at).
