@@ -124,6 +124,15 @@ async def test_a_host_that_flaps_within_one_batch_ends_as_last_probed(core: Runn
     (device,) = await list_devices(core)
     assert not device.available
     assert device.last_seen.ToDatetime(UTC) == T0 + timedelta(seconds=16)
+    # Past the resolution, a probe as the device is moves only its last_seen: up, then that.
+    await push(
+        core,
+        "dc1",
+        sweep=[host(1, T0 + timedelta(seconds=100)), host(1, T0 + timedelta(seconds=102), available=False)],
+    )
+    (device,) = await list_devices(core)
+    assert not device.available
+    assert device.last_seen.ToDatetime(UTC) == T0 + timedelta(seconds=102)
 
 
 async def test_a_quiet_repeat_after_another_source_changed_the_device_puts_the_sweep_back(

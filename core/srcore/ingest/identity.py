@@ -174,14 +174,30 @@ LinkKey = tuple[str, IdentifierKey]
 DeviceKey = tuple[str, str]
 # A sweep result's (tenant, partition, ip, mac).
 SweepKey = tuple[str, str, str, str]
-# What the caches named for a SweepKey: (expiry, device, identifiers looked up, quiet until,
-# the device's key). Up to "quiet until", a result with the device's own attributes changes
-# nothing of it (IdentityStage.sweep_index).
-Indexed = tuple[float, Device, int, datetime, DeviceKey]
 # A committed flush's rows as handed over: its written sweep rows, its device updates' fields.
 _HeldRows = tuple[Sequence[tuple[Any, ...]], list[tuple[Any, ...]]]
 # "Quiet until" of an entry whose device has not been folded since it was made.
 _NOT_QUIET = datetime.min.replace(tzinfo=UTC)
+
+
+class Indexed:
+    """What the caches named for a SweepKey (IdentityStage.sweep_index).
+
+    `expiry` is the first of the cache entries' expiries, `looked` how many identifiers were
+    looked up. Once a result folded into the device and left it as stored, `until` is when its
+    last_seen is next due: before then a result with the device's own attributes changes
+    nothing of it (quiet), from then on only its last_seen (due). Mutable, so moving `until`
+    allocates nothing.
+    """
+
+    __slots__ = ("device", "expiry", "key", "looked", "until")
+
+    def __init__(self, expiry: float, device: Device, looked: int, key: DeviceKey) -> None:
+        self.expiry = expiry
+        self.device = device
+        self.looked = looked
+        self.until = _NOT_QUIET
+        self.key = key
 
 
 @contextlib.contextmanager
@@ -239,13 +255,16 @@ class _FastPath:
         self._to_sweep: Callable[[tuple[Any, ...]], SweepRow] | None = (
             None if layout == _SWEEP_ROW else itemgetter(*layout)
         )
-        # The latest fast sweep result per device, and the cached device it names.
+        # The latest fast sweep result per device to fold, and its index entry.
         self._latest: dict[DeviceKey, SweepRow] = {}
+        self._marks: dict[DeviceKey, Indexed] = {}
+        # Devices whose results only move last_seen: the latest such result's position and entry.
+        self._due: dict[DeviceKey, tuple[int, Indexed]] = {}
         self._devices: dict[DeviceKey, Device] = {}
         self._updates: list[tuple[Device, Observation]] = []
         # Every other fast sweep result, by position, with its device.
         self._folded: list[tuple[int, DeviceKey]] = []
-        # Quiet results (ones that change nothing) by position, and their devices.
+        # Quiet and due results (the device's own attributes) by position, and their devices.
         self._quiet_at: list[int] = []
         self._quiet: list[DeviceKey] = []
         # Devices the fast path changed and those whose last_seen alone moved, to write;
@@ -258,7 +277,7 @@ class _FastPath:
     @property
     def quiet_only(self) -> bool:
         """Whether every observation the fast path took was quiet (so it has nothing to write)."""
-        return not self._latest and not self._updates
+        return not self._latest and not self._updates and not self._due
 
     def rows(self, positions: Sequence[int]) -> list[SweepRow]:
         """The sweep results at these positions, as SweepRows."""
@@ -288,6 +307,8 @@ class _FastPath:
         key_of = itemgetter(at_tenant, at_partition, at_ip, at_mac)
         to_sweep = self._to_sweep
         latest = self._latest
+        marks = self._marks
+        due = self._due
         devices = self._devices
         folded = self._folded.append
         quiet_at = self._quiet_at.append
@@ -297,32 +318,40 @@ class _FastPath:
         for i, row in enumerate(sweeps):
             sweep_key = key_of(row)
             held = indexed(sweep_key)
-            if held is not None and held[0] >= now:
-                device = held[1]
+            if held is not None and held.expiry >= now:
+                device = held.device
                 observed_at = row[at_observed]
                 if device.merged_into is not None or observed_at < device.first_seen:
                     slow.append(i)
                     continue
-                hits += held[2]
-                # The usual repeat: the device's own attributes, before its last_seen is due.
-                # Compared live, as the device may have changed since the entry was made.
+                hits += held.looked
+                key = held.key
+                # The usual repeat: the device's own attributes, compared live, as the device
+                # may have changed since the entry was made.
                 if (
-                    observed_at < held[3]
-                    and row[at_available] == device.available
+                    row[at_available] == device.available
                     and row[at_ip] == device.ip
                     and row[at_mac] == device.mac
                     and row[at_partition] == device.partition
                     and (not row[at_hostname] or row[at_hostname] == device.hostname)
                 ):
-                    quiet_at(i)
-                    quiet(held[4])
-                    continue
-                key = held[4]
+                    if observed_at < held.until:
+                        quiet_at(i)
+                        quiet(key)
+                        continue
+                    if held.until is not _NOT_QUIET:
+                        quiet_at(i)
+                        quiet(key)
+                        previous_due = due.get(key)
+                        if previous_due is None or observed_at >= sweeps[previous_due[0]][at_observed]:
+                            due[key] = (i, held)
+                        continue
                 devices[key] = device
                 folded((i, key))
                 previous = latest.get(key)
                 if previous is None or observed_at >= previous[6]:
                     latest[key] = row if to_sweep is None else to_sweep(row)
+                    marks[key] = held
                 continue
             tenant, partition, ip, mac = sweep_key
             observed_at = row[at_observed]
@@ -358,12 +387,13 @@ class _FastPath:
             if key not in devices:
                 device_entries.move_to_end(key)
                 devices[key] = device
-            index[sweep_key] = (min(expires, held_device[0]), device, looked, _NOT_QUIET, key)
+            held = index[sweep_key] = Indexed(min(expires, held_device[0]), device, looked, key)
             hits += looked
             folded((i, key))
             previous = latest.get(key)
             if previous is None or observed_at >= previous[6]:
                 latest[key] = row if to_sweep is None else to_sweep(row)
+                marks[key] = held
         resolved = len(sweeps) - len(slow)
         rest: list[Observation] = []
         for obs in updates:
@@ -394,6 +424,7 @@ class _FastPath:
         """
         if not named and not self._latest:
             return [], []
+        # Devices with quiet or due results (the due ones are among them).
         quiet = set(self._quiet)
         fast = {(device.tenant, device.device_id) for device, _ in self._updates}
         fast.update(self._latest)
@@ -406,6 +437,7 @@ class _FastPath:
         positions += [i for i, key in zip(self._quiet_at, self._quiet, strict=True) if key in tainted]
         for device_key in tainted:
             self._latest.pop(device_key, None)
+            self._due.pop(device_key, None)
         updates = [obs for device, obs in self._updates if (device.tenant, device.device_id) in tainted]
         self._updates = [(d, o) for d, o in self._updates if (d.tenant, d.device_id) not in tainted]
         self.resolved -= len(positions) + len(updates)
@@ -422,7 +454,7 @@ class _FastPath:
         must be written.
         """
         view = resolver.view
-        index = self._stage.sweep_index
+        resolution = self._resolution
         through_rules: set[DeviceKey] = set()
 
         def observe(key: DeviceKey, device: Device, obs: Observation) -> None:
@@ -441,16 +473,30 @@ class _FastPath:
             if key in touched or key in through_rules or current is not device:
                 observe(key, current, _sweep_observation(row))
             else:
-                write = fold_known_sweep(device, *row[1:], self._resolution)
+                write = fold_known_sweep(device, *row[1:], resolution)
                 if write is Write.DEVICE:
                     self.written[key] = device
                     continue
                 if write is Write.LAST_SEEN:
                     self.seen[key] = device
                 # The device is as stored: a repeat of this result is quiet until its last_seen is due.
-                held = index.get(row[:4])
-                if held is not None and held[1] is device:
-                    index[row[:4]] = (held[0], device, held[2], device.last_seen + self._resolution, key)
+                held = self._marks[key]
+                if held.device is device:
+                    held.until = device.last_seen + resolution
+        # What fold_known_sweep decides for a result with the device's own attributes (one
+        # folded before, so the device has the sweep among its sources): last_seen moves once due.
+        at_observed = self._layout[6]
+        for key, (i, held) in self._due.items():
+            device = held.device
+            current = view.devices.get(key, device)
+            if key in touched or key in through_rules or current is not device:
+                observe(key, current, _sweep_observation(self.rows((i,))[0]))
+                continue
+            observed_at = self._sweeps[i][at_observed]
+            if observed_at - device.last_seen >= resolution:
+                device.last_seen = observed_at
+                self.seen[key] = device
+            held.until = device.last_seen + resolution
 
 
 class IdentityStage(RoundLoop):
