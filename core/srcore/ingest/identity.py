@@ -528,8 +528,9 @@ class IdentityStage(RoundLoop):
         # entries, and the whole index is dropped whenever a cached link moves to another device,
         # a cached device is replaced, a merge is written, a cache entry is evicted or a round
         # fails. Once a result folded into its device without changing it, the entry also says
-        # until when a repeat with the same attributes is quiet: it changes nothing, and is not
-        # folded at all (the last_seen it would move is not due yet).
+        # when the device's last_seen is next due: a repeat with the device's own attributes is
+        # quiet before then (it changes nothing and is not folded at all) and due after (only
+        # last_seen moves).
         self.sweep_index: dict[SweepKey, Indexed] = {}
         self.index_size = cache_size
         self._evictions = 0
