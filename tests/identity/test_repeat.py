@@ -108,31 +108,21 @@ async def test_a_host_that_flaps_within_one_batch_ends_as_last_probed(core: Runn
     # batch then holds a probe that finds it down and a later one that finds it up again.
     for seconds in (0, 5, 6):
         await push(core, "dc1", sweep=[host(1, T0 + timedelta(seconds=seconds))])
-    await push(
-        core,
-        "dc1",
-        sweep=[host(1, T0 + timedelta(seconds=12)), host(1, T0 + timedelta(seconds=10), available=False)],
-    )
-    (device,) = await list_devices(core)
+    device = await _one_batch(core, (12, True), (10, False))
     assert device.available
     # And the other way round: up first, down last.
-    await push(
-        core,
-        "dc1",
-        sweep=[host(1, T0 + timedelta(seconds=14)), host(1, T0 + timedelta(seconds=16), available=False)],
-    )
-    (device,) = await list_devices(core)
-    assert not device.available
-    assert device.last_seen.ToDatetime(UTC) == T0 + timedelta(seconds=16)
+    device = await _one_batch(core, (14, True), (16, False))
+    assert (device.available, device.last_seen.ToDatetime(UTC)) == (False, T0 + timedelta(seconds=16))
     # Past the resolution, a probe as the device is moves only its last_seen: up, then that.
-    await push(
-        core,
-        "dc1",
-        sweep=[host(1, T0 + timedelta(seconds=100)), host(1, T0 + timedelta(seconds=102), available=False)],
-    )
+    device = await _one_batch(core, (100, True), (102, False))
+    assert (device.available, device.last_seen.ToDatetime(UTC)) == (False, T0 + timedelta(seconds=102))
+
+
+async def _one_batch(core: RunningCore, *probes: tuple[int, bool]) -> dpb.Device:
+    """Push probes of host 1 (seconds after T0, reachable) in one batch; returns its device."""
+    await push(core, "dc1", sweep=[host(1, T0 + timedelta(seconds=at), up) for at, up in probes])
     (device,) = await list_devices(core)
-    assert not device.available
-    assert device.last_seen.ToDatetime(UTC) == T0 + timedelta(seconds=102)
+    return device
 
 
 async def test_a_quiet_repeat_after_another_source_changed_the_device_puts_the_sweep_back(
