@@ -258,8 +258,9 @@ class _FastPath:
         # The latest fast sweep result per device to fold, and its index entry.
         self._latest: dict[DeviceKey, SweepRow] = {}
         self._marks: dict[DeviceKey, Indexed] = {}
-        # Devices whose results only move last_seen: the latest such result's position and entry.
-        self._due: dict[DeviceKey, tuple[int, Indexed]] = {}
+        # Devices whose results only move last_seen: the latest such result's position (its
+        # index entry in `_marks`; a device both here and in `_latest` goes to the rules).
+        self._due: dict[DeviceKey, int] = {}
         self._devices: dict[DeviceKey, Device] = {}
         self._updates: list[tuple[Device, Observation]] = []
         # Every other fast sweep result, by position, with its device.
@@ -343,8 +344,9 @@ class _FastPath:
                         quiet_at(i)
                         quiet(key)
                         previous_due = due.get(key)
-                        if previous_due is None or observed_at >= sweeps[previous_due[0]][at_observed]:
-                            due[key] = (i, held)
+                        if previous_due is None or observed_at >= sweeps[previous_due][at_observed]:
+                            due[key] = i
+                            marks[key] = held
                         continue
                 devices[key] = device
                 folded((i, key))
@@ -486,7 +488,8 @@ class _FastPath:
         # What fold_known_sweep decides for a result with the device's own attributes (one
         # folded before, so the device has the sweep among its sources): last_seen moves once due.
         at_observed = self._layout[6]
-        for key, (i, held) in self._due.items():
+        for key, i in self._due.items():
+            held = self._marks[key]
             device = held.device
             current = view.devices.get(key, device)
             if key in touched or key in through_rules or current is not device:
