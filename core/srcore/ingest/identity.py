@@ -255,13 +255,13 @@ class _FastPath:
         self._to_sweep: Callable[[tuple[Any, ...]], SweepRow] | None = (
             None if layout == _SWEEP_ROW else itemgetter(*layout)
         )
-        # The latest fast sweep result per device to fold, and its index entry.
+        # The latest fast sweep result per device to fold, and its index entry (which names the
+        # cached device: every entry of one device in a round holds the same one).
         self._latest: dict[DeviceKey, SweepRow] = {}
         self._marks: dict[DeviceKey, Indexed] = {}
         # Devices whose results only move last_seen: the latest such result's position (its
         # index entry in `_marks`; a device both here and in `_latest` goes to the rules).
         self._due: dict[DeviceKey, int] = {}
-        self._devices: dict[DeviceKey, Device] = {}
         self._updates: list[tuple[Device, Observation]] = []
         # Every other fast sweep result, by position, with its device.
         self._folded: list[tuple[int, DeviceKey]] = []
@@ -310,7 +310,6 @@ class _FastPath:
         latest = self._latest
         marks = self._marks
         due = self._due
-        devices = self._devices
         folded = self._folded.append
         quiet_at = self._quiet_at.append
         quiet = self._quiet.append
@@ -348,7 +347,6 @@ class _FastPath:
                             due[key] = i
                             marks[key] = held
                         continue
-                devices[key] = device
                 folded((i, key))
                 previous = latest.get(key)
                 if previous is None or observed_at >= previous[6]:
@@ -386,9 +384,7 @@ class _FastPath:
             if observed_at < device.first_seen:
                 slow.append(i)
                 continue
-            if key not in devices:
-                device_entries.move_to_end(key)
-                devices[key] = device
+            device_entries.move_to_end(key)
             held = index[sweep_key] = Indexed(min(expires, held_device[0]), device, looked, key)
             hits += looked
             folded((i, key))
@@ -470,7 +466,8 @@ class _FastPath:
             observe(key, view.devices.get(key, device), obs)
         touched = resolver.result.devices
         for key, row in self._latest.items():
-            device = self._devices[key]
+            held = self._marks[key]
+            device = held.device
             current = view.devices.get(key, device)
             if key in touched or key in through_rules or current is not device:
                 observe(key, current, _sweep_observation(row))
@@ -482,9 +479,7 @@ class _FastPath:
                 if write is Write.LAST_SEEN:
                     self.seen[key] = device
                 # The device is as stored: a repeat of this result is quiet until its last_seen is due.
-                held = self._marks[key]
-                if held.device is device:
-                    held.until = device.last_seen + resolution
+                held.until = device.last_seen + resolution
         # What fold_known_sweep decides for a result with the device's own attributes (one
         # folded before, so the device has the sweep among its sources): last_seen moves once due.
         at_observed = self._layout[6]
