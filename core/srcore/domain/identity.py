@@ -189,6 +189,8 @@ class Resolution:
     links: dict[tuple[str, IdentifierKey], str] = field(default_factory=dict)
     merges: list[Merge] = field(default_factory=list)
     created: int = 0
+    # Devices made by `create_unseen`: neither they nor their identifiers were in the store.
+    unseen: set[tuple[str, str]] = field(default_factory=set)
 
 
 def identifiers(obs: Observation) -> tuple[list[IdentifierKey], list[IdentifierKey], list[IdentifierKey]]:
@@ -348,6 +350,7 @@ class IdentityResolver:
         result = self.result
         result.devices[device_key] = device
         result.created += 1
+        result.unseen.add(device_key)
         for key in keys:
             view.links[(tenant, key)] = device_id
             result.links[(tenant, key)] = device_id

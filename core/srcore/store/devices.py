@@ -4,13 +4,16 @@ Resolution reads and writes whole batches: one query per table for lookups (`= A
 PostgreSQL, chunked IN lists on SQLite) and bulk upserts (COPY into a temporary table, then
 one INSERT ... SELECT ... ON CONFLICT on PostgreSQL; one executemany on SQLite). Devices whose
 last_seen alone moved, a repeat sweep's usual write, get that one column updated the same way.
+New devices whose identifiers were all unknown, a first sweep's usual write, are COPYed straight
+into their tables.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import AsyncIterator, Iterable, Sequence
+import logging
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -37,6 +40,8 @@ from srcore.store.flush_reads import flush_index_reads
 from srcore.store.ingest import sqlite_timestamp
 from srcore.store.ingest_tables import device_updates, identity_pending, sweep_host_results
 from srcore.store.lists import chunks, one_of
+
+log = logging.getLogger(__name__)
 
 _DEVICE_COLUMNS = (
     "tenant", "device_id", "partition", "ip", "mac", "hostname", "available", "first_seen", "last_seen",
@@ -331,28 +336,94 @@ async def _staged(
         yield cursor
 
 
-async def _bulk_upsert(
-    conn: AsyncConnection,
-    table: str,
-    temp: str,
-    temp_ddl: str,
-    columns: Sequence[str],
-    types: list[str],
-    casts: dict[str, str],
-    conflict: str,
-    rows: Sequence[tuple[Any, ...]],
-) -> None:
-    names = ", ".join(columns)
+@dataclass(frozen=True)
+class _Upsert:
+    """How one table is bulk-upserted on PostgreSQL: staged in `temp`, then INSERT ... ON CONFLICT."""
+
+    table: str
+    columns: tuple[str, ...]
+    temp: str
+    temp_ddl: str
+    # Binary COPY types into the temporary table (text for JSON), and into the table itself.
+    temp_types: list[str]
+    table_types: list[str]
+    casts: dict[str, str]
+    conflict: str
+
+
+_DEVICES_UPSERT = _Upsert(
+    "devices", _DEVICE_COLUMNS, "srcore_identity_devices", _TEMP_DEVICES, _DEVICE_COPY_TYPES,
+    [*_DEVICE_COPY_TYPES[:-2], "jsonb", "jsonb"], {"external_ids": "jsonb", "sources": "jsonb"},
+    _DEVICE_CONFLICT,
+)  # fmt: skip
+_IDENTIFIERS_UPSERT = _Upsert(
+    "device_identifiers", _IDENTIFIER_COLUMNS, "srcore_identity_links", _TEMP_IDENTIFIERS,
+    _IDENTIFIER_COPY_TYPES, _IDENTIFIER_COPY_TYPES, {}, _IDENTIFIER_CONFLICT,
+)  # fmt: skip
+
+
+class _JsonText(psycopg.adapt.Dumper):
+    """jsonb in binary COPY from JSON already encoded as text: the format's version byte, then the text."""
+
+    format = psycopg.pq.Format.BINARY
+    oid = psycopg.adapters.types["jsonb"].oid
+
+    def dump(self, obj: str) -> bytes:
+        """The binary jsonb of JSON text."""
+        return b"\x01" + obj.encode()
+
+
+async def _bulk_upsert(conn: AsyncConnection, spec: _Upsert, rows: Sequence[tuple[Any, ...]]) -> None:
+    names = ", ".join(spec.columns)
     if conn.dialect.name == "postgresql":
-        async with _staged(conn, temp, temp_ddl, columns, types, rows) as cursor:
-            selected = ", ".join(f"{c}::{casts[c]}" if c in casts else c for c in columns)
+        async with _staged(conn, spec.temp, spec.temp_ddl, spec.columns, spec.temp_types, rows) as cursor:
+            selected = ", ".join(f"{c}::{spec.casts[c]}" if c in spec.casts else c for c in spec.columns)
             # ORDER BY: concurrent upserts touch rows in the same order, so they cannot deadlock.
             await cursor.execute(
-                f"INSERT INTO {table} ({names}) SELECT {selected} FROM {temp} ORDER BY 1, 2, 3 {conflict}"
+                f"INSERT INTO {spec.table} ({names}) SELECT {selected} FROM {spec.temp}"
+                f" ORDER BY 1, 2, 3 {spec.conflict}"
             )
         return
-    marks = ", ".join("?" * len(columns))
-    await conn.exec_driver_sql(f"INSERT INTO {table} ({names}) VALUES ({marks}) {conflict}", list(rows))
+    marks = ", ".join("?" * len(spec.columns))
+    statement = f"INSERT INTO {spec.table} ({names}) VALUES ({marks}) {spec.conflict}"
+    await conn.exec_driver_sql(statement, list(rows))
+
+
+async def _copy_new(conn: AsyncConnection, spec: _Upsert, rows: Sequence[tuple[Any, ...]]) -> bool:
+    """COPY rows that cannot exist yet straight into the table; False, having written none, if one did.
+
+    Half the PostgreSQL work of the staged upsert: each row is written once, with no temporary
+    table and no speculative insertion. When the caller was wrong after all, the unique
+    violation rolls back to a savepoint and the caller upserts instead.
+    """
+    try:
+        async with conn.begin_nested():
+            raw = await conn.get_raw_connection()
+            driver = raw.driver_connection
+            assert driver is not None
+            async with driver.cursor() as cursor:
+                cursor.adapters.register_dumper(None, _JsonText)
+                statement = f"COPY {spec.table} ({', '.join(spec.columns)}) FROM STDIN (FORMAT BINARY)"
+                async with cursor.copy(statement) as copy:
+                    copy.set_types(spec.table_types)
+                    for row in rows:
+                        await copy.write_row(row)
+    except psycopg.errors.UniqueViolation:
+        log.warning("a row taken for new was in %s already; the round upserts it instead", spec.table)
+        return False
+    return True
+
+
+async def _upsert(
+    conn: AsyncConnection, spec: _Upsert, rows: list[tuple[Any, ...]], new: Callable[[tuple[Any, ...]], bool]
+) -> None:
+    """Upsert `rows`; on PostgreSQL those `new` says no store row can share a key with are COPYed."""
+    if conn.dialect.name == "postgresql":
+        fresh = [row for row in rows if new(row)]
+        if fresh and await _copy_new(conn, spec, fresh):
+            rows = [row for row in rows if not new(row)]
+    if rows:
+        await _bulk_upsert(conn, spec, rows)
 
 
 async def write_resolution(
@@ -361,15 +432,13 @@ async def write_resolution(
     """Persist devices, links and merges (with audit rows and outbox events) in `conn`'s transaction."""
     postgres = conn.dialect.name == "postgresql"
     encode: Any = (lambda d: d) if postgres else sqlite_timestamp
+    # New devices and their identifiers: nothing in the store can have their keys.
+    unseen = resolution.unseen
     if resolution.devices:
         sources_json: dict[tuple[str, ...], str] = {}
         rows = [_device_tuple(d, encode, sources_json) for d in resolution.devices.values()]
         rows.sort(key=lambda r: (r[0], r[1]))
-        casts = {"external_ids": "jsonb", "sources": "jsonb"}
-        await _bulk_upsert(
-            conn, "devices", "srcore_identity_devices", _TEMP_DEVICES, _DEVICE_COLUMNS, _DEVICE_COPY_TYPES,
-            casts, _DEVICE_CONFLICT, rows,
-        )  # fmt: skip
+        await _upsert(conn, _DEVICES_UPSERT, rows, lambda row: (row[0], row[1]) in unseen)
     if resolution.seen:
         await _write_last_seen(conn, list(resolution.seen.values()))
     if resolution.links:
@@ -378,10 +447,7 @@ async def write_resolution(
             (tenant, kind, value, partition, device_id, stamp)
             for (tenant, (kind, value, partition)), device_id in resolution.links.items()
         )
-        await _bulk_upsert(
-            conn, "device_identifiers", "srcore_identity_links", _TEMP_IDENTIFIERS, _IDENTIFIER_COLUMNS,
-            _IDENTIFIER_COPY_TYPES, {}, _IDENTIFIER_CONFLICT, links,
-        )  # fmt: skip
+        await _upsert(conn, _IDENTIFIERS_UPSERT, links, lambda row: (row[0], row[4]) in unseen)
     if resolution.merges:
         await _write_merges(conn, resolution.merges, now, replica_id)
 
