@@ -21,10 +21,10 @@ import gc
 import logging
 import time
 from collections import OrderedDict, defaultdict
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from itertools import chain
-from operator import itemgetter
+from operator import is_not, itemgetter, ne
 from types import MappingProxyType
 from typing import Any, Generic, TypeVar
 
@@ -146,15 +146,31 @@ class TtlCache(Generic[K, V]):
 
     def put(self, key: K, value: V, now: float) -> None:
         """Cache a value, evicting the least recently used entries beyond the size bound."""
+        self.put_all(((key, value),), now, ne)
+
+    def put_all(self, items: Iterable[tuple[K, V]], now: float, differs: Callable[[V, V], bool]) -> bool:
+        """Cache each (key, value) as `put` does; whether one replaced a value it `differs` from.
+
+        A round caches every link and device it resolved: one call, with no `move_to_end` for
+        the new entries (a new key goes to the end as it is).
+        """
         if self._size <= 0:
-            return
+            return False
         entries = self._entries
-        entries[key] = (now + self._ttl, value)
-        entries.move_to_end(key)
-        if len(entries) > self._size:
-            while len(entries) > self._size:
-                entries.popitem(last=False)
-                self.evictions += 1
+        held_of = entries.get
+        touch = entries.move_to_end
+        expiry = now + self._ttl
+        replaced = False
+        for key, value in items:
+            held = held_of(key)
+            if held is not None:
+                replaced = replaced or differs(held[1], value)
+                touch(key)
+            entries[key] = (expiry, value)
+        while len(entries) > self._size:
+            entries.popitem(last=False)
+            self.evictions += 1
+        return replaced
 
     @property
     def entries(self) -> OrderedDict[K, tuple[float, V]]:
@@ -713,17 +729,8 @@ class IdentityStage(RoundLoop):
     def _remember(self, view: IdentityView, merged: bool) -> None:
         """Cache a committed round's links and devices; drop the sweep index if they moved."""
         now = self.links.clock()
-        moved = merged
-        links = self.links.entries
-        for link_key, device_id in view.links.items():
-            held = links.get(link_key)
-            moved = moved or (held is not None and held[1] != device_id)
-            self.links.put(link_key, device_id, now)
-        devices = self.devices.entries
-        for loaded, device in view.devices.items():
-            held_device = devices.get(loaded)
-            moved = moved or (held_device is not None and held_device[1] is not device)
-            self.devices.put(loaded, device, now)
+        moved = self.links.put_all(view.links.items(), now, ne)
+        moved = self.devices.put_all(view.devices.items(), now, is_not) or moved or merged
         evictions = self.links.evictions + self.devices.evictions
         if moved or evictions != self._evictions:
             self.sweep_index.clear()

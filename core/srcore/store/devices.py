@@ -324,16 +324,33 @@ async def _staged(
 
     Binary COPY formats rows in C; statement parameters (arrays included) are built in Python.
     """
+    async with _driver_cursor(conn) as cursor:
+        await cursor.execute(temp_ddl)
+        await _copy_rows(cursor, temp, columns, types, rows)
+        yield cursor
+
+
+@contextlib.asynccontextmanager
+async def _driver_cursor(conn: AsyncConnection) -> AsyncIterator[psycopg.AsyncCursor[Any]]:
+    """A psycopg cursor in `conn`'s transaction, for COPY."""
     raw = await conn.get_raw_connection()
     driver = raw.driver_connection
     assert driver is not None
     async with driver.cursor() as cursor:
-        await cursor.execute(temp_ddl)
-        async with cursor.copy(f"COPY {temp} ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)") as copy:
-            copy.set_types(types)
-            for row in rows:
-                await copy.write_row(row)
         yield cursor
+
+
+async def _copy_rows(
+    cursor: psycopg.AsyncCursor[Any],
+    table: str,
+    columns: Sequence[str],
+    types: list[str],
+    rows: Iterable[tuple[Any, ...]],
+) -> None:
+    async with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)") as copy:
+        copy.set_types(types)
+        for row in rows:
+            await copy.write_row(row)
 
 
 @dataclass(frozen=True)
@@ -397,17 +414,9 @@ async def _copy_new(conn: AsyncConnection, spec: _Upsert, rows: Sequence[tuple[A
     violation rolls back to a savepoint and the caller upserts instead.
     """
     try:
-        async with conn.begin_nested():
-            raw = await conn.get_raw_connection()
-            driver = raw.driver_connection
-            assert driver is not None
-            async with driver.cursor() as cursor:
-                cursor.adapters.register_dumper(None, _JsonText)
-                statement = f"COPY {spec.table} ({', '.join(spec.columns)}) FROM STDIN (FORMAT BINARY)"
-                async with cursor.copy(statement) as copy:
-                    copy.set_types(spec.table_types)
-                    for row in rows:
-                        await copy.write_row(row)
+        async with conn.begin_nested(), _driver_cursor(conn) as cursor:
+            cursor.adapters.register_dumper(None, _JsonText)
+            await _copy_rows(cursor, spec.table, spec.columns, spec.table_types, rows)
     except psycopg.errors.UniqueViolation:
         log.warning("a row taken for new was in %s already; the round upserts it instead", spec.table)
         return False
@@ -419,9 +428,12 @@ async def _upsert(
 ) -> None:
     """Upsert `rows`; on PostgreSQL those `new` says no store row can share a key with are COPYed."""
     if conn.dialect.name == "postgresql":
-        fresh = [row for row in rows if new(row)]
+        fresh: list[tuple[Any, ...]] = []
+        known: list[tuple[Any, ...]] = []
+        for row in rows:
+            (fresh if new(row) else known).append(row)
         if fresh and await _copy_new(conn, spec, fresh):
-            rows = [row for row in rows if not new(row)]
+            rows = known
     if rows:
         await _bulk_upsert(conn, spec, rows)
 

@@ -9,12 +9,34 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+import psycopg
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 # Values per IN list on SQLite, well below its bound-parameter limit.
 SQLITE_CHUNK = 500
+
+
+class _TextArray:
+    """A text[] parameter already written as its literal (`text_array`)."""
+
+    __slots__ = ("literal",)
+
+    def __init__(self, literal: str) -> None:
+        self.literal = literal
+
+
+class _TextArrayDumper(psycopg.adapt.Dumper):
+    """Sends a `_TextArray` as a varchar[] parameter: the server still plans with its values."""
+
+    oid = psycopg.adapters.types["varchar"].array_oid
+
+    def dump(self, obj: _TextArray) -> bytes:
+        """The literal, as the server parses it."""
+        return obj.literal.encode()
+
+
+psycopg.adapters.register_dumper(_TextArray, _TextArrayDumper)
 
 
 def one_of(
@@ -22,8 +44,22 @@ def one_of(
 ) -> sa.ColumnElement[bool]:
     """`column` equals one of `values` (strings)."""
     if conn.dialect.name == "postgresql":
-        return column == sa.any_(sa.bindparam(None, list(values), type_=ARRAY(sa.String())))
+        array = sa.bindparam(None, _TextArray(text_array(values)), type_=sa.types.NullType())
+        return column == sa.any_(array)
     return column.in_(list(values))
+
+
+def text_array(values: Sequence[str]) -> str:
+    """`values` as the text of a PostgreSQL array literal.
+
+    The driver would dump a list parameter element by element in Python (1.7 µs each,
+    measured); plain values, the usual case, are quoted with one join instead (0.1 µs).
+    """
+    if not values:
+        return "{}"
+    if '"' in (plain := "".join(values)) or "\\" in plain:
+        values = [v.replace("\\", "\\\\").replace('"', '\\"') for v in values]
+    return '{"' + '","'.join(values) + '"}'
 
 
 def chunks(conn: AsyncConnection, values: Sequence[str]) -> Iterator[Sequence[str]]:
