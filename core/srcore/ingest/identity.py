@@ -61,6 +61,7 @@ from srcore.store.devices import (
     load_devices,
     load_links,
     lock_tenants,
+    plan_for_arrays,
     read_device_updates,
     read_sweeps,
     take_flushes,
@@ -653,6 +654,7 @@ class IdentityStage(RoundLoop):
         stored: dict[DeviceKey, tuple[DeviceState, datetime]] = {}
         try:
             async with self._db.begin() as conn:
+                await plan_for_arrays(conn)
                 held = list(self._memory)
                 flush_ids = await take_flushes(conn, self._flushes_per_round)
                 taken = self._take_from_memory(flush_ids, held)
