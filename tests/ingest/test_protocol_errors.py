@@ -61,7 +61,22 @@ async def test_a_chunk_after_the_final_one_is_refused(stream: RawStream) -> None
     assert "already received its final chunk" in (error.details() or "")
 
 
-async def test_a_chunk_beyond_the_credit_window_is_refused(stream: RawStream) -> None:
+@pytest.fixture
+async def held_stream(tmp_path: Path) -> AsyncIterator[RawStream]:
+    """A raw stream to a core that holds received chunks 2 s before committing them.
+
+    A commit extends the credit window, so with the default 2 ms a loaded machine could commit
+    the first chunks before the one past the window arrives, which is then within it.
+    """
+    async with (
+        running_core(tmp_path / "data", ingest_flush_delay=2.0) as core,
+        core.channel(core.creds.edge()) as channel,
+    ):
+        yield RawStream(pb_grpc.EdgeServiceStub(channel))
+
+
+async def test_a_chunk_beyond_the_credit_window_is_refused(held_stream: RawStream) -> None:
+    stream = held_stream
     batch = new_batch_id()
     stream.send(open_sweep(batch))
     opened = await stream.ack()
