@@ -17,13 +17,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from srcore.domain.model import Transition
 from srcore.events.metrics import EVENTS_WRITTEN
 from srcore.events.schema import Event, entity_key, event_from_transition, relative_subject
 from srcore.store.database import Database
+from srcore.store.lists import one_of, one_of_ints
 from srcore.store.tables import event_outbox, pollers
 
 # Set in the connection's info dict by a transaction that wrote events; read when the
@@ -47,20 +47,6 @@ def _poller_of(transition: Transition) -> str | None:
     return None
 
 
-def _one_of(
-    conn: AsyncConnection,
-    column: sa.ColumnElement[Any],
-    kind: sa.types.TypeEngine[Any],
-    values: Sequence[Any],
-) -> sa.ColumnElement[bool]:
-    """`column IN values`; on PostgreSQL as `= ANY(array)`, one parameter instead of hundreds
-    (the relay stamps a thousand rows at a time, a mass outage records hundreds of
-    transitions, and binding each value costs more than the statement)."""
-    if conn.dialect.name == "postgresql":
-        return column == sa.any_(sa.bindparam(None, list(values), type_=ARRAY(kind)))
-    return column.in_(list(values))
-
-
 async def _partitions(conn: AsyncConnection, transitions: Sequence[Transition]) -> dict[tuple[str, str], str]:
     """The partition of every poller the transitions are about: one query per tenant."""
     wanted: dict[str, set[str]] = defaultdict(set)
@@ -70,7 +56,7 @@ async def _partitions(conn: AsyncConnection, transitions: Sequence[Transition]) 
             wanted[t.tenant].add(poller)
     found: dict[tuple[str, str], str] = {}
     for tenant, ids in wanted.items():
-        match = _one_of(conn, pollers.c.poller_id, sa.String(), sorted(ids))
+        match = one_of(conn, pollers.c.poller_id, sorted(ids))
         rows = await conn.execute(
             sa.select(pollers.c.poller_id, pollers.c.partition).where(pollers.c.tenant == tenant, match)
         )
@@ -294,7 +280,7 @@ class Outbox:
         async with self._db.begin() as conn:
             result = await conn.execute(
                 event_outbox.update()
-                .where(_one_of(conn, t.seq, sa.BigInteger(), seqs), t.published_at.is_(None))
+                .where(one_of_ints(conn, t.seq, seqs), t.published_at.is_(None))
                 .values(published_at=_utc(at))
             )
         return int(result.rowcount)

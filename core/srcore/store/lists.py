@@ -1,7 +1,9 @@
 """Conditions on a list of values: one array parameter on PostgreSQL, an IN list on SQLite.
 
 An IN list of a thousand values is a thousand bind parameters, and on PostgreSQL the driver
-parses and converts each of them in Python: more work than reading the rows they select.
+parses and converts each of them in Python: more work than reading the rows they select. So is
+a list parameter, dumped element by element: the array goes as its literal, written with one
+join, in a parameter of the array's type.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ SQLITE_CHUNK = 500
 
 
 class _TextArray:
-    """A text[] parameter already written as its literal (`text_array`)."""
+    """A varchar[] parameter already written as its literal (`text_array`)."""
 
     __slots__ = ("literal",)
 
@@ -26,8 +28,12 @@ class _TextArray:
         self.literal = literal
 
 
+class _BigintArray(_TextArray):
+    """A bigint[] parameter already written as its literal."""
+
+
 class _TextArrayDumper(psycopg.adapt.Dumper):
-    """Sends a `_TextArray` as a varchar[] parameter: the server still plans with its values."""
+    """Sends an array literal as a typed array parameter: the server still plans with its values."""
 
     oid = psycopg.adapters.types["varchar"].array_oid
 
@@ -36,7 +42,12 @@ class _TextArrayDumper(psycopg.adapt.Dumper):
         return obj.literal.encode()
 
 
+class _BigintArrayDumper(_TextArrayDumper):
+    oid = psycopg.adapters.types["int8"].array_oid
+
+
 psycopg.adapters.register_dumper(_TextArray, _TextArrayDumper)
+psycopg.adapters.register_dumper(_BigintArray, _BigintArrayDumper)
 
 
 def one_of(
@@ -44,9 +55,22 @@ def one_of(
 ) -> sa.ColumnElement[bool]:
     """`column` equals one of `values` (strings)."""
     if conn.dialect.name == "postgresql":
-        array = sa.bindparam(None, _TextArray(text_array(values)), type_=sa.types.NullType())
-        return column == sa.any_(array)
+        return _equals_any(column, _TextArray(text_array(values)))
     return column.in_(list(values))
+
+
+def one_of_ints(
+    conn: AsyncConnection, column: sa.ColumnElement[Any], values: Sequence[int]
+) -> sa.ColumnElement[bool]:
+    """`column` equals one of `values` (integers)."""
+    if conn.dialect.name == "postgresql":
+        return _equals_any(column, _BigintArray("{" + ",".join(map(str, values)) + "}"))
+    return column.in_(list(values))
+
+
+def _equals_any(column: sa.ColumnElement[Any], array: _TextArray) -> sa.ColumnElement[bool]:
+    # No SQLAlchemy type: the dumper gives the parameter its array type.
+    return column == sa.any_(sa.bindparam(None, array, type_=sa.types.NullType()))
 
 
 def text_array(values: Sequence[str]) -> str:
