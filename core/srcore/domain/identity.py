@@ -188,7 +188,6 @@ class Resolution:
     seen: dict[tuple[str, str], Device] = field(default_factory=dict)
     links: dict[tuple[str, IdentifierKey], str] = field(default_factory=dict)
     merges: list[Merge] = field(default_factory=list)
-    created: int = 0
     # Devices made by `create_unseen`: neither they nor their identifiers were in the store.
     unseen: set[tuple[str, str]] = field(default_factory=set)
 
@@ -349,7 +348,6 @@ class IdentityResolver:
         view.devices[device_key] = device
         result = self.result
         result.devices[device_key] = device
-        result.created += 1
         result.unseen.add(device_key)
         for key in keys:
             view.links[(tenant, key)] = device_id
@@ -374,7 +372,6 @@ class IdentityResolver:
             last_seen=obs.observed_at,
         )
         self.view.devices[(obs.tenant, device_id)] = device
-        self.result.created += 1
         return device
 
     def _merge(

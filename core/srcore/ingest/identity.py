@@ -654,12 +654,12 @@ class IdentityStage(RoundLoop):
         stored: dict[DeviceKey, tuple[DeviceState, datetime]] = {}
         try:
             async with self._db.begin() as conn:
-                await plan_for_arrays(conn)
                 held = list(self._memory)
                 flush_ids = await take_flushes(conn, self._flushes_per_round)
                 taken = self._take_from_memory(flush_ids, held)
                 if not flush_ids:
                     return 0
+                await plan_for_arrays(conn)
                 sweeps, layout, arrived = await self._observations(conn, flush_ids, taken)
                 fast = _FastPath(self, timedelta(seconds=self._last_seen_resolution), sweeps, layout)
                 with _collector_deferred():

@@ -19,8 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 SQLITE_CHUNK = 500
 
 
-class _TextArray:
-    """A varchar[] parameter already written as its literal (`text_array`)."""
+class _ArrayLiteral:
+    """An array parameter already written as its literal; the subclass names the array's type."""
 
     __slots__ = ("literal",)
 
@@ -28,25 +28,31 @@ class _TextArray:
         self.literal = literal
 
 
-class _BigintArray(_TextArray):
-    """A bigint[] parameter already written as its literal."""
+class _VarcharArray(_ArrayLiteral):
+    __slots__ = ()
 
 
-class _TextArrayDumper(psycopg.adapt.Dumper):
+class _BigintArray(_ArrayLiteral):
+    __slots__ = ()
+
+
+class _ArrayLiteralDumper(psycopg.adapt.Dumper):
     """Sends an array literal as a typed array parameter: the server still plans with its values."""
 
-    oid = psycopg.adapters.types["varchar"].array_oid
-
-    def dump(self, obj: _TextArray) -> bytes:
+    def dump(self, obj: _ArrayLiteral) -> bytes:
         """The literal, as the server parses it."""
         return obj.literal.encode()
 
 
-class _BigintArrayDumper(_TextArrayDumper):
+class _VarcharArrayDumper(_ArrayLiteralDumper):
+    oid = psycopg.adapters.types["varchar"].array_oid
+
+
+class _BigintArrayDumper(_ArrayLiteralDumper):
     oid = psycopg.adapters.types["int8"].array_oid
 
 
-psycopg.adapters.register_dumper(_TextArray, _TextArrayDumper)
+psycopg.adapters.register_dumper(_VarcharArray, _VarcharArrayDumper)
 psycopg.adapters.register_dumper(_BigintArray, _BigintArrayDumper)
 
 
@@ -55,7 +61,7 @@ def one_of(
 ) -> sa.ColumnElement[bool]:
     """`column` equals one of `values` (strings)."""
     if conn.dialect.name == "postgresql":
-        return _equals_any(column, _TextArray(text_array(values)))
+        return _equals_any(column, _VarcharArray(text_array(values)))
     return column.in_(list(values))
 
 
@@ -68,7 +74,7 @@ def one_of_ints(
     return column.in_(list(values))
 
 
-def _equals_any(column: sa.ColumnElement[Any], array: _TextArray) -> sa.ColumnElement[bool]:
+def _equals_any(column: sa.ColumnElement[Any], array: _ArrayLiteral) -> sa.ColumnElement[bool]:
     # No SQLAlchemy type: the dumper gives the parameter its array type.
     return column == sa.any_(sa.bindparam(None, array, type_=sa.types.NullType()))
 
